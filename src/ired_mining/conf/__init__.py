@@ -1,0 +1,1 @@
+"""Hydra configs of ired-train (a package so the installed script finds them)."""

@@ -1,0 +1,44 @@
+"""Matrix-inversion problems: SPD matrices A and their inverses, as flat (batch, n*n) tensors.
+
+A = 2 R Rᵀ + λ I with R ~ U(-1, 1)^{n×n} (ired.md §1). λ sets the difficulty: 0.5 is the
+in-distribution split, 0.1 the harder one. Inverses are taken in float64 and stored in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+
+
+@dataclass(frozen=True)
+class Problems:
+    """A batch of problems: `x` the flattened matrices, `y` their flattened inverses."""
+
+    x: torch.Tensor  # (batch, n*n) float32
+    y: torch.Tensor  # (batch, n*n) float32
+
+    def to(self, device: torch.device | str) -> "Problems":
+        return Problems(self.x.to(device), self.y.to(device))
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def spd_batch(n: int, batch: int, lam: float, generator: torch.Generator) -> Problems:
+    """Draw `batch` problems at once on the generator's device (never one matrix at a time)."""
+    device = generator.device
+    r = torch.rand(batch, n, n, generator=generator, device=device, dtype=torch.float64) * 2 - 1
+    eye = torch.eye(n, device=device, dtype=torch.float64)
+    a = 2 * r @ r.transpose(1, 2) + lam * eye
+    # Cholesky is the cheap, stable route to the inverse of an SPD matrix.
+    y = torch.cholesky_inverse(torch.linalg.cholesky(a))
+    flat = lambda m: rearrange(m, "b n m -> b (n m)").float()  # noqa: E731
+    return Problems(flat(a), flat(y))
+
+
+def fixed_set(n: int, size: int, lam: float, seed: int) -> Problems:
+    """An evaluation set fixed by its own seed, drawn on the CPU so every device sees the same matrices."""
+    return spd_batch(n, size, lam, torch.Generator("cpu").manual_seed(seed))
+

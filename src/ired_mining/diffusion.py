@@ -1,0 +1,118 @@
+"""The diffusion around the energy model (ired.md §3, §5): cosine schedule, noising, the
+noise-prediction loss, energy descent, and the IRED sampler.
+
+Nothing here knows about optimisers or negatives; `mining.py` builds on `energy_descent`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ired_mining.model import EnergyMLP, frozen
+
+
+@dataclass(frozen=True)
+class Schedule:
+    betas: torch.Tensor  # (T,) float64
+    alphas_cumprod: torch.Tensor  # ᾱ_t, (T,)
+    step_sizes: torch.Tensor  # η_t = β_t √(1 / (1 − ᾱ_t)), (T,)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.betas)
+
+
+def cosine_schedule(num_steps: int = 10, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
+    """Nichol & Dhariwal's cosine schedule, computed in float64."""
+    u = torch.linspace(0, num_steps, num_steps + 1, dtype=torch.float64) / num_steps
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(0, max_beta)
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    step_sizes = betas * torch.sqrt(1 / (1 - alphas_cumprod))
+    return Schedule(betas, alphas_cumprod, step_sizes)
+
+
+class Diffusion:
+    """Per-level coefficients as (T, 1) columns on the training device, indexed by t."""
+
+    def __init__(self, schedule: Schedule, device: torch.device | str = "cpu",
+                 clamp: float = 2.0, descent_scale: float = 1.0):
+        col = lambda v: v.to(device=device, dtype=torch.float32)[:, None]  # noqa: E731
+        self.schedule = schedule
+        self.num_steps = schedule.num_steps
+        self.sqrt_ac = col(schedule.alphas_cumprod.sqrt())
+        self.sqrt_1m_ac = col((1 - schedule.alphas_cumprod).sqrt())
+        self.step_size = col(schedule.step_sizes * descent_scale)
+        self.clamp = clamp
+        self.levels = torch.arange(self.num_steps, device=device)
+
+    # ---------------------------------------------------------------- training
+
+    def noise(self, y: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, eps_scale: float = 1.0) -> torch.Tensor:
+        """y_t = √ᾱ_t y + s √(1 − ᾱ_t) ε (s = 1 is the forward process)."""
+        return self.sqrt_ac[t] * y + eps_scale * self.sqrt_1m_ac[t] * eps
+
+    def denoising_loss(self, model: EnergyMLP, x: torch.Tensor, y_t: torch.Tensor,
+                       cond: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean over entries of (∇_y E(x, y_t, t) − ε)², differentiable in the weights."""
+        _, grad = model.energy_and_grad(x, y_t, cond, create_graph=True)
+        return (grad - eps).square().mean(dim=-1)
+
+    # ---------------------------------------------------------------- energy descent
+
+    def energy_descent(self, model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor,
+                       t: torch.Tensor, steps: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`steps` steps of y ← clamp(y − scale·η_t ∇E, ±clamp·√ᾱ_t), keeping per sample the old y
+        where a step raised the energy. Returns (y, E(y)); no graph to the weights.
+
+        One forward-backward per step: the pass at a candidate gives both its energy (accept or
+        reject) and its gradient (the next step), and the last candidate needs only its energy.
+        """
+        step = scale * self.step_size[t]
+        bound = self.clamp * self.sqrt_ac[t]
+        with frozen(model):
+            y = y.detach()
+            if steps == 0:
+                with torch.no_grad():
+                    return y, model.energy(x, y, cond)
+            energy, grad = model.energy_and_grad(x, y, cond)
+            for k in range(steps):
+                cand = torch.clamp(y - step * grad, -bound, bound)
+                if k + 1 < steps:
+                    e_new, g_new = model.energy_and_grad(x, cand, cond)
+                else:
+                    with torch.no_grad():
+                        e_new = model.energy(x, cand, cond)
+                accept = e_new <= energy
+                y = torch.where(accept[:, None], cand, y)
+                energy = torch.where(accept, e_new, energy)
+                if k + 1 < steps:
+                    grad = torch.where(accept[:, None], g_new, grad)
+        return y, energy
+
+    # ---------------------------------------------------------------- sampling
+
+    @torch.no_grad()
+    def sample(self, model: EnergyMLP, x: torch.Tensor, inner_steps: int = 5,
+               generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
+        """The IRED sampler (ired.md §5): from y_T ~ N(0, I), at each level t = T−1 … 0 one
+        denoising step without added noise, then `inner_steps` of energy descent. Returns ŷ0
+        in answer space (not scaled by √ᾱ_0)."""
+        y = torch.randn(x.shape[0], model.n * model.n, device=x.device, dtype=x.dtype, generator=generator)
+        with frozen(model):
+            table = model.conditioning(self.levels)
+            y0 = y
+            for level in reversed(range(self.num_steps)):
+                t = torch.full((x.shape[0],), level, device=x.device, dtype=torch.long)
+                cond = table[t]
+                _, eps_hat = model.energy_and_grad(x, y, cond)
+                y0 = ((y - self.sqrt_1m_ac[level] * eps_hat) / self.sqrt_ac[level]).clamp(-self.clamp, self.clamp)
+                y = self.sqrt_ac[level] * y0
+                y, _ = self.energy_descent(model, x, y, cond, t, inner_steps, scale)
+                y0 = y / self.sqrt_ac[level]
+                if level > 0:
+                    y = self.sqrt_ac[level - 1] * y0
+        return y0

@@ -1,0 +1,82 @@
+"""Negative mining and the contrastive energy loss (ired.md §4).
+
+A strategy is a small object with one method, `negatives`, which returns wrong answers ŷ⁻ in answer
+space (or None: no energy term). `STRATEGIES` is the single list of valid names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ired_mining.diffusion import Diffusion
+from ired_mining.model import EnergyMLP
+
+
+@dataclass
+class MiningBatch:
+    """What a strategy may look at: the problems, their levels and conditioning, the shared noise ε'."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor
+    cond: torch.Tensor
+    eps: torch.Tensor
+    generator: torch.Generator
+
+
+class NoNegatives:
+    """`none`: plain diffusion training, L = L_mse."""
+
+    def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> None:
+        return None
+
+
+@dataclass
+class RandomNegatives:
+    """`random`: wrong answers the model played no part in choosing.
+
+    `derangement`: each sample gets the target of another sample of the batch (the inverse of an
+    independent matrix of the same distribution; a cyclic shift moves every sample).
+    `gaussian`: N(0, σ²) with σ² the targets' mean square.
+    """
+
+    source: str = "derangement"
+
+    def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
+        if self.source == "derangement":
+            return batch.y.roll(1, dims=0)
+        sigma = batch.y.square().mean().sqrt()
+        return sigma * torch.randn(batch.y.shape, device=batch.y.device, generator=batch.generator)
+
+
+@dataclass
+class AdversarialNegatives:
+    """`adversarial`: start from z = √ᾱ_t y + c √(1−ᾱ_t) ε' (c = `corruption`) and take `steps` of
+    energy descent: the wrong answers the current model likes best, i.e. gradient ascent on L_energy."""
+
+    steps: int = 2
+    step_scale: float = 1.0
+    corruption: float = 3.0
+
+    def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
+        z = diffusion.noise(batch.y, batch.t, batch.eps, eps_scale=self.corruption)
+        z, _ = diffusion.energy_descent(model, batch.x, z, batch.cond.detach(), batch.t,
+                                        self.steps, self.step_scale)
+        return (z / diffusion.sqrt_ac[batch.t]).clamp(-diffusion.clamp, diffusion.clamp)
+
+
+STRATEGIES = {"none": NoNegatives, "random": RandomNegatives, "adversarial": AdversarialNegatives}
+
+
+def build_strategy(name: str, **options):
+    if name not in STRATEGIES:
+        raise ValueError(f"mining.name={name!r} is not a strategy; choose one of: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](**options)
+
+
+def energy_loss(e_pos: torch.Tensor, e_neg: torch.Tensor) -> torch.Tensor:
+    """−log(e^{−E⁺} / (e^{−E⁺} + e^{−E⁻})) per sample, computed stably as softplus(E⁺ − E⁻)."""
+    return F.softplus(e_pos - e_neg)

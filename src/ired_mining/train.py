@@ -1,0 +1,388 @@
+"""ired-train: train IRED on matrix inversion with a chosen negative-mining strategy.
+
+    ired-train                                   # the method's defaults (ired.md)
+    ired-train experiment=pilot                  # a few minutes on a laptop CPU
+    ired-train mining=random optim.lr=3e-4 dataset.n=10
+    ired-train -m mining=none,random,adversarial seed=0,1,2
+    ired-train hydra.run.dir=outputs/my_run      # run again in the same dir to resume it
+
+A run directory holds the composed config (.hydra/), train.log, metrics.jsonl (one line per
+evaluation), metrics.json (the final state: finished or failed) and checkpoints/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import AveragedModel
+
+from ired_mining.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, fingerprint,
+                                    latest_checkpoint, restore_rng_state, rng_state, save_checkpoint)
+from ired_mining.config import ConfigError, check_cli_choices, validate
+from ired_mining.data import spd_batch
+from ired_mining.diffusion import Diffusion, cosine_schedule
+from ired_mining.evaluate import eval_sets, evaluate
+from ired_mining.mining import MiningBatch, build_strategy, energy_loss
+from ired_mining.model import build_model
+
+log = logging.getLogger("ired")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became non-finite; the message names the step."""
+
+
+# ================================================================ building blocks
+
+def pick_device(cfg: DictConfig) -> torch.device:
+    want = cfg.hardware.device
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hardware.device=cuda but no GPU is visible; use hardware=cpu or hardware=auto")
+    return torch.device(want)
+
+
+def configure_backend(cfg: DictConfig, device: torch.device) -> None:
+    if cfg.hardware.threads:
+        torch.set_num_threads(int(cfg.hardware.threads))
+    # Tiny weights and gradients late in training become denormal floats, which run
+    # several times slower on x86 CPUs; flushing them to zero costs nothing in accuracy here.
+    torch.set_flush_denormal(True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.hardware.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(cfg.hardware.tf32)
+
+
+def build_diffusion(cfg: DictConfig, device: torch.device | str) -> Diffusion:
+    d = cfg.diffusion
+    return Diffusion(cosine_schedule(d.steps, d.s, d.max_beta), device, clamp=d.clamp)
+
+
+def mining_options(cfg: DictConfig) -> dict:
+    """The strategy's own options: everything in the mining group but its name and loss weight."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.mining).items() if k not in ("name", "weight")}
+
+
+def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
+    """An averaging function for AveragedModel: a copy during warm-up, then the decay
+    1 − (1 + k)^(−power) capped at max_decay, k the optimiser steps since the warm-up.
+
+    AveragedModel counts its updates; one update every `every` steps makes the step count
+    (updates + 1) · every. Kept as tensor arithmetic so a GPU never waits on the host.
+    """
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        step = (num_averaged.to(averaged.dtype) + 1) * every
+        decay = (1 - (1 + step - warmup).clamp(min=1) ** -power).clamp(max=max_decay)
+        decay = torch.where(step <= warmup, torch.zeros_like(decay), decay)
+        return averaged + (current - averaged) * (1 - decay)
+
+    return avg
+
+
+def compat_fingerprint(cfg: DictConfig) -> str:
+    """What a checkpoint must agree with to be resumed: everything that shapes the run's
+    trajectory (not its length, logging, evaluation or hardware)."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
+             for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")}
+    parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
+    return fingerprint(parts)
+
+
+@dataclass
+class Running:
+    """Sums of the logged quantities since the last evaluation, kept on the device."""
+
+    sums: dict = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach()
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.count for k, v in self.sums.items()} if self.count else {}
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+
+# ================================================================ one training step
+
+def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: DictConfig,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+    x, y = problems.x, problems.y
+    b, device = x.shape[0], x.device
+    t = torch.randint(0, diffusion.num_steps, (b,), device=device, generator=generator)
+    eps = torch.randn(y.shape, device=device, generator=generator)
+    eps_pair = torch.randn(y.shape, device=device, generator=generator)  # ε', shared by y⁺ and y⁻
+
+    # The conditioning of the T levels, computed once and indexed per sample.
+    cond = model.conditioning(diffusion.levels)[t]
+
+    mine_start = time.perf_counter()
+    negatives = strategy.negatives(model, diffusion, MiningBatch(x, y, t, cond, eps_pair, generator))
+    mine_seconds = time.perf_counter() - mine_start
+
+    l_mse = diffusion.denoising_loss(model, x, diffusion.noise(y, t, eps), cond, eps).mean()
+    loss = l_mse
+    stats = {"loss/mse": l_mse}
+    if negatives is not None:
+        y_pos = diffusion.noise(y, t, eps_pair)
+        y_neg = diffusion.noise(negatives, t, eps_pair)
+        e_pos, e_neg = model.energy(x.repeat(2, 1), torch.cat([y_pos, y_neg]), cond.repeat(2, 1)).chunk(2)
+        l_energy = energy_loss(e_pos, e_neg).mean()
+        loss = loss + cfg.mining.weight * l_energy
+        stats |= {
+            "loss/energy": l_energy,
+            "neg/gap": (e_neg - e_pos).mean(),
+            "neg/dist": (negatives - y).square().mean(dim=-1).sqrt().mean(),
+        }
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    stats |= {"loss/total": loss, "grad_norm": grad_norm, "mine_ms": torch.tensor(1e3 * mine_seconds)}
+    return stats
+
+
+# ================================================================ the run
+
+class Run:
+    """Everything of one training run, its files and its resumable state."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.final_path = self.dir / "metrics.json"
+        self.device = pick_device(cfg)
+        configure_backend(cfg, self.device)
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model.name, cfg.dataset.n, hidden=cfg.model.hidden,
+                                 time_dim=cfg.model.time_dim).to(self.device)
+        self.ema = AveragedModel(self.model, avg_fn=ema_avg_fn(cfg.ema.every, cfg.ema.warmup,
+                                                               cfg.ema.power, cfg.ema.max_decay))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        self.diffusion = build_diffusion(cfg, self.device)
+        self.strategy = build_strategy(cfg.mining.name, **mining_options(cfg))
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.sets = eval_sets(cfg.dataset.n, cfg.eval.size, cfg.eval.seed, dict(cfg.eval.splits))
+        self.fingerprint = compat_fingerprint(cfg)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.running = Running()
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.generator),
+            "train_seconds": self.train_seconds,
+            "running": {"sums": {k: v.cpu() for k, v in self.running.sums.items()}, "count": self.running.count},
+            "fingerprint": self.fingerprint,
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+        }
+
+    def resume(self) -> bool:
+        state = latest_checkpoint(self.ckpt_dir, self.cfg.checkpoint.fallback, self.device, log.warning)
+        if state is None:
+            return False
+        if state["fingerprint"] != self.fingerprint:
+            raise CheckpointError(
+                f"{self.ckpt_dir} holds a checkpoint of a different configuration (model, data, mining, "
+                f"optimiser or seed changed); use another run directory")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"], self.generator)
+        self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.running = Running({k: v.to(self.device) for k, v in state["running"]["sums"].items()},
+                               state["running"]["count"])
+        self._truncate_metrics(self.step)
+        log.info(f"resumed from step {self.step} ({self.ckpt_dir})")
+        return True
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines written after the checkpoint we resume from: they will be written again."""
+        if self.metrics_path.exists():
+            lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
+            atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.ckpt_dir, self.step, self.state(), self.cfg.checkpoint.keep)
+
+    # ------------------------------------------------------------ evaluation and records
+
+    def evaluate(self) -> dict:
+        c = self.cfg
+        metrics = evaluate(self.ema.module, self.diffusion, self.sets, c.sampler.inner_steps,
+                           c.eval.batch_size, c.eval.seed, c.sampler.step_scale)
+        record = {"step": self.step, "train_seconds": round(self.train_seconds, 3), **self.running.means(), **metrics}
+        self.running.reset()
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+    def write_final(self, status: str, **extra) -> dict:
+        summary = {
+            "status": status,
+            "strategy": self.cfg.mining.name,
+            "seed": self.cfg.seed,
+            "step": self.step,
+            "train_seconds": round(self.train_seconds, 3),
+            "seconds_per_step": self.train_seconds / max(self.step, 1),
+            **extra,
+        }
+        atomic_write_json(self.final_path, summary)
+        return summary
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self, progress=None) -> dict:
+        c = self.cfg
+        total = c.train.steps
+        task = progress.add_task("train", total=total, completed=self.step, info="") if progress else None
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        tick, tick_step = time.perf_counter(), self.step
+        last = {}
+        while self.step < total:
+            problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
+            stats = train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, c, self.generator)
+            self.step += 1
+            # Checked lazily (at log, eval and checkpoint steps) so a GPU never waits on the host per step.
+            nonfinite |= ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
+            if self.step % c.ema.every == 0:
+                self.ema.update_parameters(self.model)
+            self.running.add(stats)
+
+            at_log = self.step % c.train.log_every == 0 or self.step == total
+            at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
+            at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total
+            if not (at_log or at_eval or at_ckpt):
+                continue
+            if nonfinite.item():
+                raise TrainingDiverged(f"loss or gradient became non-finite by step {self.step}")
+            now = time.perf_counter()
+            self.train_seconds += now - tick
+            if at_log and progress is not None:
+                means = self.running.means()
+                info = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in means.items()
+                                 if k in ("loss/mse", "loss/energy", "neg/gap", "mine_ms"))
+                rate = (self.step - tick_step) / max(now - tick, 1e-9)
+                progress.update(task, completed=self.step, info=f"{info}  {rate:.1f} it/s")
+            if at_eval:
+                last = self.evaluate()
+                log.info("step %d  " % self.step + "  ".join(
+                    f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
+            if at_ckpt:
+                self.checkpoint()
+            tick, tick_step = time.perf_counter(), self.step
+        return last
+
+
+# ================================================================ entry points
+
+def run_dir_of_job() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train (or resume) the run in `run_dir`; returns the final summary written to metrics.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    final_path = run_dir / "metrics.json"
+    if final_path.exists() and json.loads(final_path.read_text()).get("status") == "finished":
+        log.info(f"{run_dir} already holds a finished run; leaving it as it is")
+        return json.loads(final_path.read_text())
+
+    run = Run(cfg, run_dir)
+    try:
+        run.resume()
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+        with Progress(*columns, transient=False) as progress:
+            last = run.fit(progress)
+    except TrainingDiverged as err:
+        run.write_final("failed", error=str(err))
+        raise
+    return run.write_final("finished", **{k: v for k, v in last.items() if "/" in k})
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
+    for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
+        table.add_column(col, justify="right")
+    for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
+        table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def app(cfg: DictConfig) -> dict:
+    run_dir = run_dir_of_job()
+    try:
+        validate(cfg)
+        summary = train(cfg, run_dir)
+    except (ConfigError, CheckpointError, TrainingDiverged) as err:
+        return fail(err, run_dir)
+    except Exception as err:
+        if HydraConfig.get().mode.name == "RUN":
+            raise  # a bug, not bad input: the traceback is what a developer needs
+        log.exception("job crashed")
+        return fail(err, run_dir)
+    if summary.get("status") == "finished":
+        print_summary(summary, run_dir)
+    return summary
+
+
+def fail(err: Exception, run_dir: Path) -> dict:
+    """Record the failure in metrics.json and say it in one line. A single run exits non-zero;
+    a job of a multirun returns its failure, so the sweep goes on and its end table shows it."""
+    message = f"{type(err).__name__}: {err}" if not isinstance(err, (ConfigError, CheckpointError,
+                                                                     TrainingDiverged)) else str(err)
+    final = run_dir / "metrics.json"
+    if not final.exists():
+        atomic_write_json(final, {"status": "failed", "error": message})
+    log.error(f"ired-train: error: {message}")
+    if HydraConfig.get().mode.name == "RUN":
+        print(f"ired-train: error: {message}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    return {"status": "failed", "error": message, "run_dir": str(run_dir)}
+
+
+def main() -> None:
+    """Console-script entry: catch a bad group choice in one line before Hydra composes."""
+    try:
+        check_cli_choices(sys.argv[1:])
+    except ConfigError as err:
+        print(f"ired-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    app()
+
+
+if __name__ == "__main__":
+    main()
