@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
 from ired_mining.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, fingerprint,
-                                    latest_checkpoint, restore_rng_state, rng_state, save_checkpoint)
+                                    latest_checkpoint, list_checkpoints, restore_rng_state, rng_state, save_checkpoint)
 from ired_mining.config import ConfigError, check_cli_choices, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, cosine_schedule
@@ -261,15 +260,17 @@ class Run:
         c = self.cfg
         total = c.train.steps
         task = progress.add_task("train", total=total, completed=self.step, info="") if progress else None
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # step of the first non-finite loss
         tick, tick_step = time.perf_counter(), self.step
         last = {}
         while self.step < total:
             problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
             stats = train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, c, self.generator)
             self.step += 1
-            # Checked lazily (at log, eval and checkpoint steps) so a GPU never waits on the host per step.
-            nonfinite |= ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
+            # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
+            # waits on the host inside the loop; the step named is still the exact one.
+            bad = ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
+            first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
             if self.step % c.ema.every == 0:
                 self.ema.update_parameters(self.model)
             self.running.add(stats)
@@ -279,8 +280,11 @@ class Run:
             at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total
             if not (at_log or at_eval or at_ckpt):
                 continue
-            if nonfinite.item():
-                raise TrainingDiverged(f"loss or gradient became non-finite by step {self.step}")
+            if (bad_step := int(first_bad)) >= 0:
+                kept = list_checkpoints(self.ckpt_dir)
+                raise TrainingDiverged(
+                    f"loss or gradient became non-finite at step {bad_step}; stopped, "
+                    + (f"last good checkpoint kept: {kept[-1]}" if kept else "no checkpoint had been written yet"))
             now = time.perf_counter()
             self.train_seconds += now - tick
             if at_log and progress is not None:
@@ -367,10 +371,11 @@ def fail(err: Exception, run_dir: Path) -> dict:
     final = run_dir / "metrics.json"
     if not final.exists():
         atomic_write_json(final, {"status": "failed", "error": message})
-    log.error(f"ired-train: error: {message}")
     if HydraConfig.get().mode.name == "RUN":
+        logging.getLogger("ired.file").error(message)  # the run's train.log; the console gets one line
         print(f"ired-train: error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
+    log.error(f"job failed: {message}")
     return {"status": "failed", "error": message, "run_dir": str(run_dir)}
 
 
