@@ -245,18 +245,12 @@ def scaling(run: LoadedRun, splits: list[str], inner_steps: list[int]) -> list[d
     return rows
 
 
-def plot_scaling_run(rows: list[dict], splits: list[str], title: str, path: Path) -> None:
-    from ired_mining import report
+def plot_scaling_run(rows: list[dict], splits: list[str], label: str, path: Path) -> None:
+    from ired_mining.report import Line, scaling_figure
 
-    plt = report._pyplot()
-    fig, axes = plt.subplots(1, len(splits), figsize=report.SCALING_SIZE, dpi=report.PLOT_DPI, squeeze=False,
-                             layout="constrained")
     steps = [r["inner_steps"] for r in rows]
-    for j, split in enumerate(splits):
-        report.plot_scaling_axes(axes[0, j], steps, [r[f"{split}/mse"] for r in rows], None, None,
-                                 rows[0][f"{split}/zero_mse"], title, "tab:red", split)
-    fig.savefig(path)
-    plt.close(fig)
+    scaling_figure({s: [Line(label, "tab:red", steps, [r[f"{s}/mse"] for r in rows])] for s in splits},
+                   {s: rows[0][f"{s}/zero_mse"] for s in splits}, path)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

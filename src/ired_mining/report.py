@@ -744,32 +744,46 @@ def plot_learning_curves(groups: dict[str, list[RunRecord]], splits: list[str], 
     plt.close(fig)
 
 
-def plot_scaling_axes(ax, steps, mean, lo, hi, zero: float, label: str, col: str, split: str) -> None:
-    """One line of MSE against the sampler's inner steps (used by the report and by ired-eval)."""
-    ax.plot(steps, mean, color=col, marker="o", label=label)
-    if lo is not None:
-        ax.fill_between(steps, lo, hi, color=col, alpha=0.2, linewidth=0)
-    if math.isfinite(zero) and not any(line.get_label() == "zero predictor" for line in ax.get_lines()):
-        ax.axhline(zero, color="black", ls="--", lw=1, label="zero predictor")
-    log_axis(ax)
-    ax.set_xlabel("inner energy-descent steps per level (test time)")
-    ax.set_ylabel(f"{split} MSE")
-    ax.set_title(f"{split}: MSE vs test-time inner steps")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+@dataclass
+class Line:
+    """One curve of a scaling plot: MSE against inner steps, with an optional band over seeds."""
+
+    label: str
+    colour: str
+    steps: list[int]
+    mean: list[float]
+    lo: list[float] | None = None
+    hi: list[float] | None = None
+
+
+def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: Path) -> None:
+    """MSE against the sampler's inner steps, one panel per split (the report's and ired-eval's)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(lines), figsize=SCALING_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
+    for ax, (split, split_lines) in zip(axes[0], lines.items()):
+        for line in split_lines:
+            ax.plot(line.steps, line.mean, color=line.colour, marker="o", label=line.label)
+            if line.lo is not None:
+                ax.fill_between(line.steps, line.lo, line.hi, color=line.colour, alpha=0.2, linewidth=0)
+        if math.isfinite(zero[split]):
+            ax.axhline(zero[split], color="black", ls="--", lw=1, label="zero predictor")
+        log_axis(ax)
+        ax.set_xticks(sorted({k for line in split_lines for k in line.steps}))
+        ax.set_xlabel("inner energy-descent steps per level (test time)")
+        ax.set_ylabel(f"{split} MSE")
+        ax.set_title(f"{split}: MSE vs test-time inner steps")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_scaling(scaling: dict, splits: list[str], refs: dict, path: Path) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(splits), figsize=SCALING_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
-    for j, split in enumerate(splits):
-        for i, (name, st) in enumerate(scaling["strategies"].items()):
-            per = st["splits"][split]
-            plot_scaling_axes(axes[0, j], st["inner_steps"], [p["mean"] for p in per], [p["min"] for p in per],
-                              [p["max"] for p in per], refs[split]["zero_mse"], f"{name} ({st['n']} runs)",
-                              colour(name, i), split)
-    fig.savefig(path)
-    plt.close(fig)
+    lines = {split: [Line(f"{name} ({st['n']} runs)", colour(name, i), st["inner_steps"],
+                          *([p[k] for p in st["splits"][split]] for k in ("mean", "min", "max")))
+                     for i, (name, st) in enumerate(scaling["strategies"].items())]
+             for split in splits}
+    scaling_figure(lines, {split: refs[split]["zero_mse"] for split in splits}, path)
 
 
 # ================================================================ entry points
@@ -809,6 +823,9 @@ def print_table(a: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    if not a["strategies"]:
+        console.print(f"[red]no run finished[/] ({a['n_runs']['total']} runs found)")
+
     def change(c: dict | None) -> str:
         iv = Interval(**c["welch"]) if c else None
         return f"{100 * iv.point:+.0f} [{100 * iv.lo:+.0f}, {100 * iv.hi:+.0f}]" if iv and iv.defined else "n/a"
@@ -829,7 +846,8 @@ def print_table(a: dict, console) -> None:
     for label, kind in (("zero predictor", "zero_mse"), ("exact solver", "exact_mse")):
         cells = [f"{a['references'][s][kind]:.4g}" for s in a["splits"]]
         table.add_row(label, *(c for cell in cells for c in (cell, "")), style="dim")
-    console.print(table)
+    if a["strategies"]:
+        console.print(table)
     timing = a["final"]["timing"]
     if timing:
         console.print("ms per step: " + ", ".join(
