@@ -1,0 +1,57 @@
+"""The end of a multirun: the table of every job's state, then the study's report.
+
+Registered in conf/config.yaml under hydra.callbacks. Hydra calls it in the launching process once
+the launcher has the results of all jobs, with the basic launcher and with submitit alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ired_mining.sweep import job_states, print_table, unfinished, write_tables
+
+log = logging.getLogger("ired")
+
+# The jobs of the multirun that last ended in this process without finishing (None: no multirun
+# ended yet). train.main() turns a non-empty list into a non-zero exit code: the jobs themselves
+# return their failure rather than raising, so that one bad job does not stop the sweep.
+_last_unfinished: list[str] | None = None
+
+
+def last_unfinished() -> list[str]:
+    return list(_last_unfinished or [])
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        global _last_unfinished
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        # Hydra turns an exception in a callback into a warning and exits 0, so a broken summary
+        # is recorded as a failure here rather than lost.
+        _last_unfinished = [f"the summary of {sweep_dir}"]
+        states = job_states(sweep_dir)
+        print_table(states, sweep_dir)
+        write_tables(states, sweep_dir)
+        _last_unfinished = [s["name"] for s in unfinished(states)]
+        log.info(f"job states written to {sweep_dir / 'jobs.md'} and jobs.json")
+        write_study_report(sweep_dir)
+
+
+def write_study_report(sweep_dir: Path) -> None:
+    """The study's report (ired_mining.report.write_report), if this installation has one.
+
+    Its failure is logged, not raised: the runs are done and the report can be re-run by hand.
+    """
+    try:
+        from ired_mining.report import write_report
+    except ImportError as err:
+        log.info(f"no study report written: ired_mining.report.write_report is not available ({err})")
+        return
+    try:
+        write_report(sweep_dir)
+    except Exception as err:
+        log.error(f"the study report failed: {type(err).__name__}: {err}; re-run it with: ired-report {sweep_dir}")

@@ -1,0 +1,204 @@
+"""A multirun's jobs and how each one ended.
+
+    python -m ired_mining.sweep multirun/2026-01-01/12-00-00     # the table of job states, again
+
+The jobs come from the sweep's own definition in <sweep dir>/multirun.yaml (the command line's task
+overrides plus hydra.sweeper.params), expanded the way Hydra's basic sweeper expands them and named
+the way Hydra names their directories. A job that never started is therefore listed as missing,
+never silently absent.
+
+A job's state is read from its run directory (see train.py):
+    finished    metrics.json says finished
+    failed      metrics.json says failed; its error line is kept
+    incomplete  the job started (.hydra/ exists) but wrote no final state: killed, timed out, or
+                still running
+    missing     no run directory
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+STATES = ("finished", "failed", "incomplete", "missing")
+
+
+class SweepError(ValueError):
+    """A directory that cannot be read as a sweep; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Job:
+    num: int                   # Hydra's job number (also the task index of a submitit job array)
+    overrides: tuple[str, ...] # the job's task overrides, e.g. ("mining=none", "seed=0")
+    dir: Path                  # its run directory
+
+
+# ================================================================ the sweep's jobs
+
+def expected_jobs(sweep_dir: str | Path) -> list[Job]:
+    """Every job the sweep in `sweep_dir` defines, in Hydra's job order."""
+    # Hydra internals, pinned by hydra-core<1.4; imported here so that reading states stays light.
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        raise SweepError(f"{sweep_dir} is not a sweep directory: it holds no multirun.yaml")
+    cfg = OmegaConf.load(path)
+    # The sweeper's params first, then the command line, as BasicSweeper.sweep orders them.
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(cfg.hydra.overrides.task)
+    naming = cfg.hydra.job.config.override_dirname
+    parser = OverridesParser.create()
+    try:
+        batches = BasicSweeper.split_arguments(parser.parse_overrides(args), max_batch_size=None)
+        jobs = []
+        for num, overrides in enumerate(batches[0]):
+            dirname = get_overrides_dirname(parser.parse_overrides(overrides), list(naming.exclude_keys),
+                                            naming.item_sep, naming.kv_sep)
+            jobs.append(Job(num, tuple(overrides), sweep_dir / _subdir(cfg, dirname, num)))
+    except HydraException as err:
+        raise SweepError(f"cannot expand the sweep of {path}: {err}") from err
+    return jobs
+
+
+def _subdir(cfg, override_dirname: str, num: int) -> str:
+    """hydra.sweep.subdir of one job: the override string unless the user configured another name."""
+    raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir", "")
+    if raw == "${hydra.job.override_dirname}":
+        return override_dirname
+    job_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    job_cfg.hydra.job.override_dirname = override_dirname
+    job_cfg.hydra.job.num = num
+    try:
+        return str(job_cfg.hydra.sweep.subdir)
+    except Exception as err:  # e.g. a resolver that only exists inside a running Hydra app
+        raise SweepError(f"cannot tell the job directories: hydra.sweep.subdir={raw} does not resolve "
+                         f"outside the sweep ({err})") from err
+
+
+# ================================================================ their states
+
+def job_state(job: Job) -> dict:
+    """One job's state as a plain dict (JSON-ready): num, name, overrides, dir, job_id, state,
+    error, metrics.
+
+    `metrics` is the run's metrics.json (empty unless the job wrote one); `error` is one line,
+    empty for a finished job; `job_id` is the launcher's (SLURM's) id of the job, "" if it never ran.
+    """
+    final = job.dir / "metrics.json"
+    state, error, metrics = "missing", "", {}
+    if final.is_file():
+        try:
+            metrics = json.loads(final.read_text())
+            status = metrics.get("status")
+        except (ValueError, AttributeError):
+            metrics, status = {}, None
+        if status == "finished":
+            state = "finished"
+        else:
+            state = "failed"
+            error = str(metrics.get("error") or f"{final} holds no readable final state")
+    elif (job.dir / ".hydra").is_dir():
+        state = "incomplete"
+        steps = sorted((job.dir / "checkpoints").glob("step_*.pt"))
+        where = f"last checkpoint {steps[-1].name}" if steps else "no checkpoint"
+        error = f"no final state ({where}): killed, timed out, or still running; see {job.dir / 'train.log'}"
+    return {"num": job.num, "name": " ".join(job.overrides), "overrides": list(job.overrides),
+            "dir": str(job.dir), "job_id": launcher_job_id(job.dir), "state": state, "error": error,
+            "metrics": metrics}
+
+
+def launcher_job_id(job_dir: Path) -> str:
+    """The launcher's id of the job that last ran in `job_dir` (with SLURM: ARRAYID_TASK), or ""."""
+    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
+    if not hydra_yaml.is_file():
+        return ""
+    return str(OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id", default="") or "")
+
+
+def job_states(sweep_dir: str | Path) -> list[dict]:
+    """The state of every job the sweep in `sweep_dir` defines (see job_state for the keys)."""
+    return [job_state(job) for job in expected_jobs(sweep_dir)]
+
+
+def unfinished(states: list[dict]) -> list[dict]:
+    return [s for s in states if s["state"] != "finished"]
+
+
+# ================================================================ the table
+
+def varying_overrides(states: list[dict]) -> list[str]:
+    """Each job's overrides less those every job shares: what tells the jobs apart."""
+    common = set.intersection(*(set(s["overrides"]) for s in states)) if len(states) > 1 else set()
+    return [" ".join(o for o in s["overrides"] if o not in common) or "(no overrides)" for s in states]
+
+
+def _result(state: dict) -> str:
+    m = state["metrics"]
+    if state["state"] == "finished" and "in_dist/mse" in m:
+        return f"{m.get('step', '?')} steps, in_dist MSE {m['in_dist/mse']:.4g}"
+    return state["error"]
+
+
+def counts(states: list[dict]) -> str:
+    return ", ".join(f"{sum(s['state'] == k for s in states)} {k}" for k in STATES)
+
+
+def print_table(states: list[dict], sweep_dir: str | Path) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {"finished": "green", "failed": "red", "incomplete": "yellow", "missing": "red"}
+    table = Table(title=f"jobs of {sweep_dir}: {counts(states)}")
+    for col in ("#", "job", "state", "result / error"):
+        table.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
+    for s, name in zip(states, varying_overrides(states)):
+        table.add_row(str(s["num"]), escape(name), f"[{colour[s['state']]}]{s['state']}[/]", escape(_result(s)))
+    Console().print(table)
+
+
+def markdown_table(states: list[dict], sweep_dir: str | Path) -> str:
+    lines = [f"# Jobs of {sweep_dir}", "", counts(states), "", "| # | job | state | result / error | directory |",
+             "|---|---|---|---|---|"]
+    for s, name in zip(states, varying_overrides(states)):
+        cells = [str(s["num"]), name, s["state"], _result(s), Path(s["dir"]).name or "."]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(states: list[dict], sweep_dir: str | Path) -> None:
+    """jobs.md (for people) and jobs.json (for programs) in the sweep directory."""
+    from ired_mining.checkpoint import atomic_write_json, atomic_write_text
+
+    sweep_dir = Path(sweep_dir)
+    atomic_write_text(sweep_dir / "jobs.md", markdown_table(states, sweep_dir))
+    atomic_write_json(sweep_dir / "jobs.json", states)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m ired_mining.sweep SWEEP_DIR", file=sys.stderr)
+        return 2
+    try:
+        states = job_states(args[0])
+    except SweepError as err:
+        print(f"ired_mining.sweep: error: {err}", file=sys.stderr)
+        return 2
+    print_table(states, args[0])
+    write_tables(states, args[0])
+    return 1 if unfinished(states) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
