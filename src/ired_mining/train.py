@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
+from ired_mining.callbacks import last_unfinished
 from ired_mining.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, fingerprint,
                                     latest_checkpoint, list_checkpoints, restore_rng_state, rng_state, save_checkpoint)
 from ired_mining.config import ConfigError, check_cli_choices, validate
@@ -387,6 +388,10 @@ def main() -> None:
         print(f"ired-train: error: {err}", file=sys.stderr)
         sys.exit(2)
     app()
+    # A multirun's failed jobs return their failure (see fail()) so the others go on; the
+    # end-of-sweep table (callbacks.py) lists them, and the shell sees them in the exit code.
+    if last_unfinished():
+        sys.exit(1)
 
 
 if __name__ == "__main__":
