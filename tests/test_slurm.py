@@ -1,0 +1,182 @@
+"""Sweeps on a real SLURM cluster through the submitit launcher, and SLURM requeue resuming a run.
+
+They need a cluster that answers `sinfo` with a node that fits a 1-CPU, 1-GB job: CI starts one with
+`scripts/slurm_local.sh start` (root). Every job of a test carries a job name of its own, and the
+test cancels whatever of it is still queued when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, TINY, read_json, read_jsonl, run_cli
+from ired_mining.sweep import expected_jobs, job_states, launcher_job_id
+
+
+def _no_cluster_reason() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "sinfo is not installed; `sudo scripts/slurm_local.sh start` installs and starts a local cluster"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s"
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"no SLURM cluster answers sinfo ({first}); start one with `sudo scripts/slurm_local.sh start`"
+    return None
+
+
+NO_CLUSTER = _no_cluster_reason()
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))]
+
+TINY_ANY_HARDWARE = [a for a in TINY if not a.startswith("hardware=")]
+# slurm_gpu with its GPU count overridden to 0 (the local cluster has none), sized to fit one CPU.
+SLURM_GPU0 = ["hardware=slurm_gpu", "hardware.gpus_per_node=0", "hardware.device=cpu", "hardware.cpus_per_task=1",
+              "hardware.mem_gb=1"]
+
+
+@pytest.fixture
+def job_name():
+    """A SLURM job name for this test alone; its jobs are cancelled when the test ends, passed or not."""
+    name = f"ired-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
+
+
+def slurm_ids_of(states: list[dict]) -> list[tuple[str, str]]:
+    """(array job id, task id) of each job, from the id Hydra saved in its run directory."""
+    ids = [re.fullmatch(r"(\d+)_(\d+)", s["job_id"]) for s in states]
+    assert all(ids), [s["job_id"] for s in states]
+    return [m.groups() for m in ids]
+
+
+def test_sweep_of_strategies_and_seeds_runs_as_slurm_jobs(tmp_path, job_name):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=none,random,adversarial", "seed=0,1", *SLURM_GPU0,
+                   "hardware.partition=gpu", "hydra.launcher.timeout_min=10", f"hydra.launcher.name={job_name}",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=400, check=True)
+    states = job_states(sweep)
+    assert [s["state"] for s in states] == ["finished"] * 6
+    assert {(s["metrics"]["strategy"], s["metrics"]["seed"]) for s in states} == {
+        (m, seed) for m in ("none", "random", "adversarial") for seed in (0, 1)}
+    assert "6 finished, 0 failed" in re.sub(r"\s+", " ", proc.stdout)
+
+    # One SLURM job array, one task per job, asked for what the shell said.
+    ids = slurm_ids_of(states)
+    (array_id,) = {a for a, _ in ids}
+    assert sorted(int(t) for _, t in ids) == list(range(6))
+    sbatch = (sweep / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
+    for flag in ("--partition=gpu", "--time=10", "--mem=1GB", "--cpus-per-task=1", "--gpus-per-node=0",
+                 f"--job-name={job_name}", "--array=0-5"):
+        assert flag in sbatch, flag
+    for state in states:
+        # Each ran inside SLURM (submitit's log names the array task) and wrote where Hydra said.
+        log = sweep / ".submitit" / state["job_id"] / f"{state['job_id']}_0_log.out"
+        text = log.read_text()
+        assert f"JobEnvironment(job_id={state['job_id']}," in text and "Job completed successfully" in text
+        assert Path(state["dir"]).parent == sweep
+        assert [r["step"] for r in read_jsonl(f"{state['dir']}/metrics.jsonl")] == [10, 20]
+
+
+def test_failing_slurm_job_leaves_the_other_and_is_reported(tmp_path, job_name):
+    """A learning rate of 1e30 makes the loss non-finite within a few steps: that job fails, the other
+    finishes, the sweep exits 1 after a table that names the failure."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=random", "optim.lr=1e-4,1e30", *SLURM_GPU0,
+                   f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    ok, bad = job_states(sweep)
+    assert ok["state"] == "finished" and ok["metrics"]["step"] == 20
+    assert bad["state"] == "failed" and "non-finite" in bad["error"]
+    flat = re.sub(r"\s+", " ", proc.stdout)
+    assert "1 finished, 1 failed" in flat and "non-finite" in flat
+    slurm_ids_of([ok, bad])
+
+
+# ---------------------------------------------------------------- requeue
+
+# Long enough (~15 s of training at one thread) to interrupt after the first checkpoint, and for the
+# run to be still going when SLURM kills it 5 s after a requeue (KillWait of the local cluster).
+LONG = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
+    "train.steps=2000", "train.log_every=50", "train.eval_every=500", "checkpoint.every=50"]
+
+
+def wait_for(what: str, check, timeout: float = 120, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def squeue_state(slurm_id: str) -> str:
+    proc = subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip()
+
+
+def release_after_requeue(slurm_id: str) -> None:
+    """A requeued job waits two minutes before it may start again; let it start now."""
+    wait_for(f"{slurm_id} to be pending again", lambda: squeue_state(slurm_id) == "PENDING", timeout=60)
+    subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], check=True, timeout=30)
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("train_seconds", "mine_ms")} for r in records]
+
+
+def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_runs(tmp_path, job_name):
+    """Two jobs, each interrupted once a checkpoint exists: job 0 through submitit's own path (the
+    USR2 signal SLURM sends before a time limit or preemption: submitit checkpoints and requeues),
+    job 1 by SLURM directly (`scontrol requeue`, as an admin or preemption does). Both resume from a
+    checkpoint (never step 0) and end with the metrics of the same runs left alone."""
+    sweep, reference = tmp_path / "sweep", tmp_path / "reference"
+    log = open(tmp_path / "sweep.log", "w")
+    sweep_proc = subprocess.Popen(
+        [str(BIN / "ired-train"), "-m", *LONG, "mining=random", "seed=0,1", *SLURM_GPU0,
+         f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "120"})
+    try:
+        jobs = wait_for("the sweep to start", lambda: (sweep / "multirun.yaml").exists() and expected_jobs(sweep))
+        slurm_ids = []
+        for job in jobs:
+            wait_for(f"a checkpoint of job {job.num}", lambda: list((job.dir / "checkpoints").glob("step_*.pt")))
+            slurm_ids.append(launcher_job_id(job.dir))
+        interrupted_at = [len(read_jsonl(j.dir / "metrics.jsonl")) if (j.dir / "metrics.jsonl").exists() else 0
+                          for j in jobs]
+        subprocess.run(["scancel", "--signal=USR2", slurm_ids[0]], check=True, timeout=30)
+        subprocess.run(["scontrol", "requeue", slurm_ids[1]], check=True, timeout=30)
+        for slurm_id in slurm_ids:
+            release_after_requeue(slurm_id)
+
+        # The same two runs, uninterrupted, on this machine with the same thread count.
+        run_cli("ired-train", "-m", *LONG, "mining=random", "seed=0,1", "hardware=cpu", "hardware.threads=1",
+                f"hydra.sweep.dir={reference}", cwd=tmp_path, timeout=300, check=True)
+        assert sweep_proc.wait(timeout=300) == 0, (tmp_path / "sweep.log").read_text()
+    finally:
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+        log.close()
+
+    assert interrupted_at == [0, 0], "a job got past its first evaluation before the interruption; lengthen LONG"
+    submitit_log = [(sweep / ".submitit" / i / f"{i}_0_log.out").read_text() for i in slurm_ids]
+    assert "Caught signal SIGUSR2" in submitit_log[0] and f"Requeued job {slurm_ids[0]}" in submitit_log[0]
+    for job, ref, text in zip(jobs, expected_jobs(reference), submitit_log):
+        assert text.count("Starting with JobEnvironment") == 2  # ran, was requeued, ran again
+        resumed = re.findall(r"resumed from step (\d+)", (job.dir / "train.log").read_text())
+        assert len(resumed) == 1 and 0 < int(resumed[0]) < 2000
+        final, ref_final = read_json(job.dir / "metrics.json"), read_json(ref.dir / "metrics.json")
+        assert final["status"] == "finished" and final["step"] == 2000
+        assert {k: v for k, v in final.items() if "/" in k} == {k: v for k, v in ref_final.items() if "/" in k}
+        records, ref_records = (without_timings(read_jsonl(d / "metrics.jsonl")) for d in (job.dir, ref.dir))
+        assert [r["step"] for r in records] == [500, 1000, 1500, 2000]
+        assert records == ref_records
