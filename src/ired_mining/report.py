@@ -281,11 +281,10 @@ def varying_settings(finished: list[RunRecord]) -> list[str]:
             else:
                 yield f"{prefix}{k}", json.dumps(v, sort_keys=True)
     # Hardware and the study's own factors may differ; the mining group's options belong to the strategy.
-    skip = ("seed", "mining.", "hardware.")
     seen: dict[str, set] = {}
     for r in finished:
         for key, value in flat(r.config):
-            if not key.startswith(skip) and key != "seed":
+            if key != "seed" and not key.startswith(("mining.", "hardware.")):
                 seen.setdefault(key, set()).add(value)
     return sorted(k for k, v in seen.items() if len(v) > 1)
 
@@ -504,13 +503,11 @@ def reference_rows(a: dict, width: int) -> list[list[str]]:
     return rows
 
 
-def main_header(a: dict, with_timing: bool, short: bool = False) -> list[str]:
+def main_header(a: dict, with_timing: bool) -> list[str]:
     header = ["strategy", "seeds"]
     for split in a["splits"]:
-        header += [f"{split} MSE" + ("" if short else " (mean ± std)"),
-                   f"vs {a['baseline']}" if short else f"{split} vs `{a['baseline']}` (%) [95 % CI]"]
-    return header + ((["ms/step", "mining ms"] if short else ["ms / step", "mining ms / step (share)"])
-                     if with_timing else [])
+        header += [f"{split} MSE (mean ± std)", f"{split} vs `{a['baseline']}` (%) [95 % CI]"]
+    return header + (["ms / step", "mining ms / step (share)"] if with_timing else [])
 
 
 def render_markdown(a: dict, plots: dict[str, str]) -> str:
