@@ -136,9 +136,9 @@ def without_timings(records: list[dict]) -> list[dict]:
 
 def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_runs(tmp_path, job_name):
     """Two jobs, each interrupted once a checkpoint exists: job 0 through submitit's own path (the
-    USR2 signal SLURM sends before a time limit or preemption: submitit checkpoints and requeues),
-    job 1 by SLURM directly (`scontrol requeue`, as an admin or preemption does). Both resume from a
-    checkpoint (never step 0) and end with the metrics of the same runs left alone."""
+    USR2 that SLURM sends signal_delay_s before a time limit: submitit pickles the job and requeues
+    it), job 1 by SLURM directly (`scontrol requeue`, what preemption with requeue does). Both resume
+    from a checkpoint (never step 0) and end with the metrics of the same runs left alone."""
     sweep, reference = tmp_path / "sweep", tmp_path / "reference"
     log = open(tmp_path / "sweep.log", "w")
     sweep_proc = subprocess.Popen(

@@ -33,9 +33,9 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    num: int                   # Hydra's job number (also the task index of a submitit job array)
-    overrides: tuple[str, ...] # the job's task overrides, e.g. ("mining=none", "seed=0")
-    dir: Path                  # its run directory
+    num: int                    # Hydra's job number (also the task index of a submitit job array)
+    overrides: tuple[str, ...]  # the job's task overrides, e.g. ("mining=none", "seed=0")
+    dir: Path                   # its run directory
 
 
 # ================================================================ the sweep's jobs
