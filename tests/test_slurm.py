@@ -103,10 +103,11 @@ def test_failing_slurm_job_leaves_the_other_and_is_reported(tmp_path, job_name):
 
 # ---------------------------------------------------------------- requeue
 
-# Long enough (~15 s of training at one thread) to interrupt after the first checkpoint, and for the
-# run to be still going when SLURM kills it 5 s after a requeue (KillWait of the local cluster).
+# Long enough (~10 s of training at one thread on an idle 2-core machine) to interrupt after the first
+# checkpoint, and for the run to be still going when SLURM kills it 5 s after a requeue (the local
+# cluster's KillWait; submitit ignores the SIGTERM before it).
 LONG = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
-    "train.steps=2000", "train.log_every=50", "train.eval_every=500", "checkpoint.every=50"]
+    "train.steps=1500", "train.log_every=50", "train.eval_every=500", "checkpoint.every=50"]
 
 
 def wait_for(what: str, check, timeout: float = 120, every: float = 0.2):
@@ -134,17 +135,26 @@ def without_timings(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("train_seconds", "mine_ms")} for r in records]
 
 
+def start_cli(tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
+    """ired-train in the background, its output in tmp_path/<name>.log."""
+    with open(tmp_path / f"{name}.log", "w") as log:
+        return subprocess.Popen([str(BIN / "ired-train"), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "120"})
+
+
 def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_runs(tmp_path, job_name):
     """Two jobs, each interrupted once a checkpoint exists: job 0 through submitit's own path (the
     USR2 that SLURM sends signal_delay_s before a time limit: submitit pickles the job and requeues
     it), job 1 by SLURM directly (`scontrol requeue`, what preemption with requeue does). Both resume
     from a checkpoint (never step 0) and end with the metrics of the same runs left alone."""
     sweep, reference = tmp_path / "sweep", tmp_path / "reference"
-    log = open(tmp_path / "sweep.log", "w")
-    sweep_proc = subprocess.Popen(
-        [str(BIN / "ired-train"), "-m", *LONG, "mining=random", "seed=0,1", *SLURM_GPU0,
-         f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "120"})
+    procs = {
+        "sweep": start_cli(tmp_path, "sweep", "-m", *LONG, "mining=random", "seed=0,1", *SLURM_GPU0,
+                           f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}"),
+        # The same two runs, uninterrupted, on this machine with the same thread count, meanwhile.
+        "reference": start_cli(tmp_path, "reference", "-m", *LONG, "mining=random", "seed=0,1", "hardware=cpu",
+                               "hardware.threads=1", f"hydra.sweep.dir={reference}"),
+    }
     try:
         jobs = wait_for("the sweep to start", lambda: (sweep / "multirun.yaml").exists() and expected_jobs(sweep))
         slurm_ids = []
@@ -157,15 +167,13 @@ def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_r
         subprocess.run(["scontrol", "requeue", slurm_ids[1]], check=True, timeout=30)
         for slurm_id in slurm_ids:
             release_after_requeue(slurm_id)
-
-        # The same two runs, uninterrupted, on this machine with the same thread count.
-        run_cli("ired-train", "-m", *LONG, "mining=random", "seed=0,1", "hardware=cpu", "hardware.threads=1",
-                f"hydra.sweep.dir={reference}", cwd=tmp_path, timeout=300, check=True)
-        assert sweep_proc.wait(timeout=300) == 0, (tmp_path / "sweep.log").read_text()
+        for name, proc in procs.items():
+            assert proc.wait(timeout=300) == 0, (tmp_path / f"{name}.log").read_text()
     finally:
-        if sweep_proc.poll() is None:
-            sweep_proc.kill()
-        log.close()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     assert interrupted_at == [0, 0], "a job got past its first evaluation before the interruption; lengthen LONG"
     submitit_log = [(sweep / ".submitit" / i / f"{i}_0_log.out").read_text() for i in slurm_ids]
@@ -173,10 +181,10 @@ def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_r
     for job, ref, text in zip(jobs, expected_jobs(reference), submitit_log):
         assert text.count("Starting with JobEnvironment") == 2  # ran, was requeued, ran again
         resumed = re.findall(r"resumed from step (\d+)", (job.dir / "train.log").read_text())
-        assert len(resumed) == 1 and 0 < int(resumed[0]) < 2000
+        assert len(resumed) == 1 and 0 < int(resumed[0]) < 1500
         final, ref_final = read_json(job.dir / "metrics.json"), read_json(ref.dir / "metrics.json")
-        assert final["status"] == "finished" and final["step"] == 2000
+        assert final["status"] == "finished" and final["step"] == 1500
         assert {k: v for k, v in final.items() if "/" in k} == {k: v for k, v in ref_final.items() if "/" in k}
         records, ref_records = (without_timings(read_jsonl(d / "metrics.jsonl")) for d in (job.dir, ref.dir))
-        assert [r["step"] for r in records] == [500, 1000, 1500, 2000]
+        assert [r["step"] for r in records] == [500, 1000, 1500]
         assert records == ref_records

@@ -3,12 +3,16 @@ ones, the end-of-sweep table, re-launching into the same sweep directory, and su
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
 
 import pytest
 
 from conftest import TINY, read_json, read_jsonl, run_cli
+from ired_mining.callbacks import shield_submitit_requeue
 from ired_mining.sweep import SweepError, expected_jobs, job_states
 
 # TINY without its hardware choice, so a test can pick its own.
@@ -86,3 +90,23 @@ def test_sweep_through_submitit_local(tmp_path):
         log = sweep / ".submitit" / job["job_id"] / f"{job['job_id']}_0_log.out"
         assert "Job completed successfully" in log.read_text()
         assert [r["step"] for r in read_jsonl(f"{job['dir']}/metrics.jsonl")] == [10, 20]
+
+
+def test_a_child_of_the_requeue_handler_survives_the_requeues_sigterm():
+    """What submitit's USR2 handler does (run `scontrol requeue`, which makes SLURM SIGTERM the job's
+    processes) with a child that SIGTERMs itself: shielded, it lives, and SIGTERM is handled as before."""
+    children = []
+
+    def submitit_like(signum, frame):
+        children.append(subprocess.run(["sh", "-c", "kill -TERM $$; echo survived"], capture_output=True, text=True))
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGUSR2, submitit_like)
+        shield_submitit_requeue()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert children and children[0].stdout.strip() == "survived"
+        assert signal.getsignal(signal.SIGTERM) == saved[signal.SIGTERM]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -1,12 +1,16 @@
-"""The end of a multirun: the table of every job's state, then the study's report.
+"""Hydra callbacks of ired-train: the end of a multirun (the table of every job's state, then the
+study's report), and a guard for submitit's requeue at the start of each SLURM job.
 
-Registered in conf/config.yaml under hydra.callbacks. Hydra calls it in the launching process once
-the launcher has the results of all jobs, with the basic launcher and with submitit alike.
+Registered in conf/config.yaml under hydra.callbacks. Hydra calls on_multirun_end in the launching
+process once the launcher has the results of all jobs (basic launcher and submitit alike), and
+on_job_start inside each job.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -27,6 +31,10 @@ def last_unfinished() -> list[str]:
 
 
 class SweepSummary(Callback):
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            shield_submitit_requeue()
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         global _last_unfinished
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -55,3 +63,28 @@ def write_study_report(sweep_dir: Path) -> None:
         write_report(sweep_dir)
     except Exception as err:
         log.error(f"the study report failed: {type(err).__name__}: {err}; re-run it with: ired-report {sweep_dir}")
+
+
+def shield_submitit_requeue() -> None:
+    """Let submitit's own `scontrol requeue` survive the SIGTERM that the requeue sends the job.
+
+    On the signal SLURM sends before a time limit (USR2), submitit pickles the job and runs
+    `scontrol requeue` as a child process. SLURM answers by sending SIGTERM to every process of the
+    job, that child included: if it arrives before scontrol exits, submitit raises inside the
+    training loop, the job records a failure and returns it, while SLURM restarts it anyway.
+    A child inherits an ignored signal, so SIGTERM is ignored while submitit's handler runs (submitit
+    ignores it in the job itself anyway; SIGKILL still ends the job KillWait seconds later).
+    """
+    usr_sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    handler = signal.getsignal(usr_sig) if usr_sig is not None else None
+    if not callable(handler):
+        return
+
+    def shielded(signum, frame):
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            handler(signum, frame)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    signal.signal(usr_sig, shielded)
