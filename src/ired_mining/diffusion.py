@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ired_mining.model import EnergyMLP, frozen
+from ired_mining.model import BoundEnergy, EnergyMLP
 
 
 @dataclass(frozen=True)
@@ -53,45 +53,51 @@ class Diffusion:
 
     def noise(self, y: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, eps_scale: float = 1.0) -> torch.Tensor:
         """y_t = √ᾱ_t y + s √(1 − ᾱ_t) ε (s = 1 is the forward process)."""
-        return self.sqrt_ac[t] * y + eps_scale * self.sqrt_1m_ac[t] * eps
+        return torch.addcmul(self.sqrt_ac[t] * y, self.sqrt_1m_ac[t], eps, value=eps_scale)
 
     def denoising_loss(self, model: EnergyMLP, x: torch.Tensor, y_t: torch.Tensor,
                        cond: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Per-sample mean over entries of (∇_y E(x, y_t, t) − ε)², differentiable in the weights."""
-        _, grad = model.energy_and_grad(x, y_t, cond, create_graph=True)
-        return (grad - eps).square().mean(dim=-1)
+        return self.score_loss(model.bind(x, cond), y_t, eps)
+
+    def score_loss(self, energy: BoundEnergy, y_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """`denoising_loss` for an energy already bound to its problems and levels."""
+        return (energy.grad(y_t, create_graph=True) - eps).square().mean(dim=-1)
 
     # ---------------------------------------------------------------- energy descent
 
     def energy_descent(self, model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor,
                        t: torch.Tensor, steps: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """`steps` steps of y ← clamp(y − scale·η_t ∇E, ±clamp·√ᾱ_t), keeping per sample the old y
-        where a step raised the energy. Returns (y, E(y)); no graph to the weights.
+        where a step raised the energy. Returns (y, E(y)); no graph to the weights."""
+        with torch.no_grad():
+            return self.descend(model.bind(x, cond), y, t, steps, scale)
+
+    @torch.no_grad()
+    def descend(self, energy: BoundEnergy, y: torch.Tensor, t: torch.Tensor | int, steps: int,
+                scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`energy_descent` for an energy already bound to its problems and levels; `t` is one level
+        per sample or a single level for the whole batch.
 
         One forward-backward per step: the pass at a candidate gives both its energy (accept or
         reject) and its gradient (the next step), and the last candidate needs only its energy.
         """
         step = scale * self.step_size[t]
         bound = self.clamp * self.sqrt_ac[t]
-        with frozen(model):
-            y = y.detach()
-            if steps == 0:
-                with torch.no_grad():
-                    return y, model.energy(x, y, cond)
-            energy, grad = model.energy_and_grad(x, y, cond)
-            for k in range(steps):
-                cand = torch.clamp(y - step * grad, -bound, bound)
-                if k + 1 < steps:
-                    e_new, g_new = model.energy_and_grad(x, cand, cond)
-                else:
-                    with torch.no_grad():
-                        e_new = model.energy(x, cand, cond)
-                accept = e_new <= energy
-                y = torch.where(accept[:, None], cand, y)
-                energy = torch.where(accept, e_new, energy)
-                if k + 1 < steps:
-                    grad = torch.where(accept[:, None], g_new, grad)
-        return y, energy
+        y = y.detach()
+        if steps == 0:
+            return y, energy.energy(y)
+        e, grad = energy.energy_and_grad(y)
+        for k in range(steps):
+            cand = torch.clamp(y - step * grad, -bound, bound)
+            last = k + 1 == steps
+            e_new, g_new = (energy.energy(cand), None) if last else energy.energy_and_grad(cand)
+            accept = e_new <= e
+            y = torch.where(accept[:, None], cand, y)
+            e = torch.where(accept, e_new, e)
+            if not last:
+                grad = torch.where(accept[:, None], g_new, grad)
+        return y, e
 
     # ---------------------------------------------------------------- sampling
 
@@ -102,17 +108,17 @@ class Diffusion:
         denoising step without added noise, then `inner_steps` of energy descent. Returns ŷ0
         in answer space (not scaled by √ᾱ_0)."""
         y = torch.randn(x.shape[0], model.n * model.n, device=x.device, dtype=x.dtype, generator=generator)
-        with frozen(model):
-            table = model.conditioning(self.levels)
-            y0 = y
-            for level in reversed(range(self.num_steps)):
-                t = torch.full((x.shape[0],), level, device=x.device, dtype=torch.long)
-                cond = table[t]
-                _, eps_hat = model.energy_and_grad(x, y, cond)
-                y0 = ((y - self.sqrt_1m_ac[level] * eps_hat) / self.sqrt_ac[level]).clamp(-self.clamp, self.clamp)
-                y = self.sqrt_ac[level] * y0
-                y, _ = self.energy_descent(model, x, y, cond, t, inner_steps, scale)
-                y0 = y / self.sqrt_ac[level]
-                if level > 0:
-                    y = self.sqrt_ac[level - 1] * y0
+        table = model.conditioning(self.levels)
+        # Every sample is at the same level: one conditioning row, broadcast over the batch.
+        energy = model.bind(x, table[:1])
+        y0 = y
+        for level in reversed(range(self.num_steps)):
+            energy = energy.at(table[level:level + 1])
+            eps_hat = energy.grad(y)
+            y0 = ((y - self.sqrt_1m_ac[level] * eps_hat) / self.sqrt_ac[level]).clamp(-self.clamp, self.clamp)
+            y = self.sqrt_ac[level] * y0
+            y, _ = self.descend(energy, y, level, inner_steps, scale)
+            y0 = y / self.sqrt_ac[level]
+            if level > 0:
+                y = self.sqrt_ac[level - 1] * y0
         return y0

@@ -2,18 +2,25 @@
 
 The model knows nothing about noise schedules: `t` is just an integer level. Callers that evaluate
 the energy many times at a handful of levels (training, mining, sampling) compute the time
-conditioning once per level with `conditioning` and pass rows of it to `energy`: the time path is
-about a fifth of a forward pass's multiply-adds, yet t takes only T distinct values.
+conditioning once per level with `conditioning` and pass rows of it on: the time path is about a
+fifth of a forward pass's multiply-adds, yet t takes only T distinct values.
+
+Likewise, while y moves (energy descent, the sampler, the losses of one training step) x and t stay
+put: `bind(x, cond)` computes once what does not depend on y and returns a `BoundEnergy`, the
+function y ↦ E(x, y, t). Its gradient in y is written out layer by layer rather than taken with
+autograd, so mining and sampling build no graph at all, and training differentiates it once
+instead of running autograd's double backward.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -49,17 +56,29 @@ class EnergyMLP(nn.Module):
         self.film3 = nn.Linear(time_dim, 2 * hidden)
 
     def conditioning(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-level FiLM rows (g2, b2, g3, b3) concatenated: (len(t), 4 * hidden)."""
+        """Per-level affine maps of the two FiLM layers, (len(t), 4 * hidden), rows (s2, c2, s3, c3):
+        layer k computes (Wk h)·sk + ck. With gk, bk the FiLM outputs of ired.md §2 and bk' the layer's
+        own bias, (Wk h + bk')(1 + gk) + bk = (Wk h)·sk + ck for sk = 1 + gk, ck = bk + bk'·sk: the bias
+        is folded into this small table instead of costing a pass over the batch."""
         emb = self.time_mlp(t)
-        return torch.cat([self.film2(emb), self.film3(emb)], dim=-1)
+        rows = []
+        for film, fc in ((self.film2, self.fc2), (self.film3, self.fc3)):
+            g, b = film(emb).chunk(2, dim=-1)
+            scale = 1 + g
+            rows += [scale, torch.addcmul(b, fc.bias, scale)]
+        return torch.cat(rows, dim=-1)
+
+    def bind(self, x: torch.Tensor, cond: torch.Tensor) -> BoundEnergy:
+        """y ↦ E(x, y, t) for these problems and conditioning rows (one row per sample, or one for all).
+
+        W1 [x; y] = W1_x x + W1_y y: the x half is computed here, once.
+        """
+        w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
+        return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, *cond.chunk(4, dim=-1))
 
     def energy(self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Energy per sample, (batch,), given the conditioning rows of each sample's level."""
-        g2, b2, g3, b3 = cond.chunk(4, dim=-1)
-        h = F.silu(self.fc1(torch.cat([x, y], dim=-1)))
-        h = F.silu(torch.addcmul(b2, self.fc2(h), 1 + g2))
-        h = F.silu(torch.addcmul(b3, self.fc3(h), 1 + g3))
-        return self.fc4(h).square().sum(dim=-1)
+        return self.bind(x, cond).energy(y)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.energy(x, y, self.conditioning(t))
@@ -68,12 +87,107 @@ class EnergyMLP(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor, create_graph: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """E(x, y, t) and ∇_y E. With create_graph the gradient stays differentiable (training)."""
-        with torch.enable_grad():
-            if not y.requires_grad:
-                y = y.detach().requires_grad_(True)
-            e = self.energy(x, y, cond)
-            (grad,) = torch.autograd.grad(e.sum(), y, create_graph=create_graph)
-        return e, grad
+        return self.bind(x, cond).energy_and_grad(y, create_graph)
+
+
+class _Film(torch.autograd.Function):
+    """z · scale + shift, as addcmul; its backward without the two passes that autograd's addcmul
+    spends multiplying by its `value` argument (1 here)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z, scale)
+        ctx.shift_shape = shift.shape
+        return torch.addcmul(shift, z, scale)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, scale = ctx.saved_tensors
+        need_z, need_scale, need_shift = ctx.needs_input_grad
+        return (g * scale if need_z else None,
+                (g * z).sum_to_size(scale.shape) if need_scale else None,
+                g.sum_to_size(ctx.shift_shape) if need_shift else None)
+
+
+class _SiluGrad(torch.autograd.Function):
+    """d · silu'(a): one step of the y-gradient through a swish, differentiable once more.
+
+    The forward is ATen's fused silu_backward kernel. Autograd's own double backward of silu builds
+    silu' out of six elementwise ops and then differentiates each of them; the backward here is
+    written out instead, with silu''(a) = s(1 − s)(2 + a(1 − 2s)), s = sigmoid(a).
+    """
+
+    @staticmethod
+    def forward(ctx, d: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(d, a)
+        return torch.ops.aten.silu_backward(d, a)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        d, a = ctx.saved_tensors
+        grad_d = torch.ops.aten.silu_backward(g, a) if ctx.needs_input_grad[0] else None
+        grad_a = None
+        if ctx.needs_input_grad[1]:
+            s = torch.sigmoid(a)
+            grad_a = torch.addcmul(a, a, s, value=-2).add_(2)  # 2 + a(1 − 2s)
+            grad_a.mul_(torch.addcmul(s, s, s, value=-1)).mul_(g).mul_(d)  # · s(1 − s) · g · d
+        return grad_d, grad_a
+
+
+@dataclass(frozen=True)
+class BoundEnergy:
+    """y ↦ E(x, y, t) for one batch of problems and levels; made by `EnergyMLP.bind`.
+
+    Holds what a forward pass can compute before it sees y: the x half of the first layer and the
+    affine maps of the FiLM layers for each sample's level (or one row broadcast over the batch).
+    """
+
+    model: EnergyMLP
+    x_proj: torch.Tensor  # W1_x x + b1, (batch, hidden)
+    w1y: torch.Tensor  # W1's y columns, (hidden, n²)
+    scale2: torch.Tensor  # the rows of `EnergyMLP.conditioning`, split
+    shift2: torch.Tensor
+    scale3: torch.Tensor
+    shift3: torch.Tensor
+
+    def at(self, cond: torch.Tensor) -> BoundEnergy:
+        """The same problems at other levels."""
+        return BoundEnergy(self.model, self.x_proj, self.w1y, *cond.chunk(4, dim=-1))
+
+    def _forward(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """W4 h3 + b4 and the three pre-activations the y-gradient needs."""
+        m = self.model
+        a1 = torch.addmm(self.x_proj, y, self.w1y.t())
+        a2 = _Film.apply(F.silu(a1) @ m.fc2.weight.t(), self.scale2, self.shift2)
+        a3 = _Film.apply(F.silu(a2) @ m.fc3.weight.t(), self.scale3, self.shift3)
+        return m.fc4(F.silu(a3)), (a1, a2, a3)
+
+    def energy(self, y: torch.Tensor) -> torch.Tensor:
+        """E per sample, (batch,)."""
+        out, _ = self._forward(y)
+        return out.square().sum(dim=-1)
+
+    def energy_and_grad(self, y: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """E and ∇_y E. Without create_graph no graph is built, whatever the weights' flags; with it,
+        both are differentiable (in the weights, and in y where y requires grad)."""
+        with torch.set_grad_enabled(create_graph):
+            out, pre = self._forward(y)
+            return out.square().sum(dim=-1), self._grad(out, pre)
+
+    def grad(self, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """∇_y E alone (the denoiser's output), as `energy_and_grad` gives it."""
+        with torch.set_grad_enabled(create_graph):
+            return self._grad(*self._forward(y))
+
+    def _grad(self, out: torch.Tensor, pre: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Back from E = ‖out‖² to y, layer by layer: ∂E/∂h3 = 2 outᵀ W4, and so on."""
+        m, (a1, a2, a3) = self.model, pre
+        d = _SiluGrad.apply((2 * out) @ m.fc4.weight, a3) * self.scale3
+        d = _SiluGrad.apply(d @ m.fc3.weight, a2) * self.scale2
+        d = _SiluGrad.apply(d @ m.fc2.weight, a1)
+        return d @ self.w1y
 
 
 MODELS = {"mlp": EnergyMLP}
@@ -84,18 +198,3 @@ def build_model(name: str, n: int, **kwargs) -> EnergyMLP:
         raise ValueError(f"model.name={name!r} is unknown; choose one of: {', '.join(MODELS)}")
     return MODELS[name](n, **kwargs)
 
-
-@contextmanager
-def frozen(model: nn.Module):
-    """Turn off weight gradients for a block of gradient-in-y-only work (mining, sampling).
-
-    Autograd then records only the path to y, not the graph the weights' gradients would need.
-    """
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)

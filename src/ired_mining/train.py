@@ -129,20 +129,23 @@ def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: 
     eps = torch.randn(y.shape, device=device, generator=generator)
     eps_pair = torch.randn(y.shape, device=device, generator=generator)  # ε', shared by y⁺ and y⁻
 
-    # The conditioning of the T levels, computed once and indexed per sample.
-    cond = model.conditioning(diffusion.levels)[t]
+    # The conditioning of the T levels, computed once and looked up per sample. An embedding lookup,
+    # not indexing: its backward is a scatter-add, where indexing's is a serial index_put on CPUs.
+    cond = torch.nn.functional.embedding(t, model.conditioning(diffusion.levels))
+    # y ↦ E(x, y, t) with x's half of the first layer computed once for both loss terms.
+    energy = model.bind(x, cond)
 
     mine_start = time.perf_counter()
     negatives = strategy.negatives(model, diffusion, MiningBatch(x, y, t, cond, eps_pair, generator))
     mine_seconds = time.perf_counter() - mine_start
 
-    l_mse = diffusion.denoising_loss(model, x, diffusion.noise(y, t, eps), cond, eps).mean()
+    l_mse = diffusion.score_loss(energy, diffusion.noise(y, t, eps), eps).mean()
     loss = l_mse
     stats = {"loss/mse": l_mse}
     if negatives is not None:
         y_pos = diffusion.noise(y, t, eps_pair)
         y_neg = diffusion.noise(negatives, t, eps_pair)
-        e_pos, e_neg = model.energy(x.repeat(2, 1), torch.cat([y_pos, y_neg]), cond.repeat(2, 1)).chunk(2)
+        e_pos, e_neg = energy.energy(y_pos), energy.energy(y_neg)
         l_energy = energy_loss(e_pos, e_neg).mean()
         loss = loss + cfg.mining.weight * l_energy
         stats |= {
@@ -221,11 +224,22 @@ class Run:
         return True
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines written after the checkpoint we resume from: they will be written again."""
+        """Drop metric lines written after the checkpoint we resume from (they will be written again),
+        and a last line torn by a kill in the middle of its append."""
+        kept = [rec for rec in self._metric_lines() if rec["step"] <= step]
         if self.metrics_path.exists():
-            lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
-            atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
+            atomic_write_text(self.metrics_path, "".join(json.dumps(rec) + "\n" for rec in kept))
+
+    def _metric_lines(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # only a torn last line can fail; it is re-written after resuming
+        return records
 
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt_dir, self.step, self.state(), self.cfg.checkpoint.keep)
@@ -301,6 +315,12 @@ class Run:
             if at_ckpt:
                 self.checkpoint()
             tick, tick_step = time.perf_counter(), self.step
+        if not last:
+            # Killed after the final checkpoint but before metrics.json: the final evaluation
+            # is already in metrics.jsonl (it precedes the checkpoint); evaluating again would
+            # give the same numbers, so reuse them.
+            finals = [rec for rec in self._metric_lines() if rec["step"] == self.step]
+            last = finals[-1] if finals else self.evaluate()
         return last
 
 
