@@ -1,0 +1,429 @@
+"""Speed of IRED training and sampling, against the machine's own limit (issue 6).
+
+    python scripts/bench.py                          # the full run (CPU: about 8 minutes on 2 cores)
+    python scripts/bench.py --quick --json out.json  # a check, at most 3 minutes on 2 cores
+    python scripts/bench.py --device cuda            # on a GPU (auto picks one when it is there)
+    python scripts/bench.py --threads 1              # CPU threads for torch (default: torch's own)
+
+For each mining strategy and batch 256 / 2048 it times the product's real training step (a fresh
+batch by `spd_batch`, then `train_step`, as `ired-train` runs them), the sampler with the default
+inner steps, and data generation; counts the FLOPs of each with torch.utils.flop_counter; and, in
+the same run, measures the device's dense fp32 matmul rate, so every rate is also a fraction of it.
+Training at batch 2048 with adversarial negatives, the sampler and the data are also timed against
+the straightforward version of the same math (scripts/yardstick.py), interleaved call by call so
+that both see the same machine, and checked to agree with it.
+
+The config is the product's own, composed by Hydra from ired_mining.conf: the figures are those of
+the defaults (n = 20, hidden 512, T = 10, K = 2, 5 inner sampler steps) unless overrides are given
+after the options, e.g. `python scripts/bench.py --quick dataset.n=10`.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while they wait hold a core that the op's other thread needs as soon as
+# the machine is shared: every op then waits out a scheduler slice. On this project's 2-core
+# machines at load 7, one elementwise op of a step took 16 ms spinning and 0.5 ms passive. It must
+# be set before torch loads OpenMP; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from ired_mining.data import spd_batch  # noqa: E402
+from ired_mining.mining import build_strategy  # noqa: E402
+from ired_mining.model import build_model  # noqa: E402
+from ired_mining.train import build_diffusion, configure_backend, mining_options, train_step  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yardstick  # noqa: E402  (lives beside this script, not in the product)
+
+STRATEGIES = ("none", "random", "adversarial")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: batch sizes, timed calls per case, the sampler's batch, the matmul size."""
+
+    batches: tuple[int, ...] = (256, 2048)
+    calls: dict | None = None  # timed training steps per batch size
+    yardstick_calls: int = 8  # timed product/yardstick pairs (adversarial, largest batch)
+    sampler_batch: int | None = None  # None: the config's eval.batch_size
+    sampler_calls: int = 4
+    matmul_n: int = 2048
+    overrides: tuple[str, ...] = ()
+
+
+PLANS = {
+    "full": Plan(calls={256: 30, 2048: 10}),
+    "quick": Plan(calls={256: 8, 2048: 3}, yardstick_calls=3, sampler_batch=256, sampler_calls=3),
+    # For tests: the same code on a toy model, seconds in all.
+    "tiny": Plan(batches=(16, 64), calls={16: 3, 64: 3}, yardstick_calls=2, sampler_batch=16, sampler_calls=2,
+                 matmul_n=256, overrides=("dataset.n=4", "model.hidden=32", "model.time_dim=16")),
+}
+
+
+# ================================================================ measuring
+
+
+class Meter:
+    """Wall-clock time of calls on one device, and the device's matmul rate, sampled through the run."""
+
+    def __init__(self, device: torch.device, matmul_n: int):
+        self.device, self.matmul_n = device, matmul_n
+        self.matmul_rates: list[float] = []
+        a = torch.randn(matmul_n, matmul_n, device=device)
+        self._mm = (a, torch.randn(matmul_n, matmul_n, device=device))
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def seconds(self, fn, calls: int = 1) -> float:
+        """Seconds per call over `calls` back-to-back calls (one wait for the GPU, at the end)."""
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        self.sync()
+        return (time.perf_counter() - start) / calls
+
+    def sample_matmul(self, reps: int = 3) -> None:
+        """Dense fp32 matmul rate, best of `reps` (the limit is what the machine can do)."""
+        a, b = self._mm
+        flops = 2 * self.matmul_n**3
+        calls = 1 if self.device.type == "cpu" else 20
+        self.seconds(lambda: a @ b)
+        self.matmul_rates.append(max(flops / self.seconds(lambda: a @ b, calls) for _ in range(reps)))
+
+    @property
+    def matmul_rate(self) -> float:
+        return statistics.median(self.matmul_rates)
+
+    def interleaved(self, fns: dict, rounds: int, calls: int = 1) -> dict[str, float]:
+        """Median seconds per call of each function, timed in turn round after round so that a
+        change in the machine's load hits all of them alike."""
+        times = {k: [] for k in fns}
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                times[k].append(self.seconds(fn, calls))
+        return {k: statistics.median(v) for k, v in times.items()}
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class PeakMemory:
+    """Peak memory of a block of work: on a GPU the allocator's peak; on Linux CPUs the peak
+    resident set (VmHWM), reset before the block through /proc/self/clear_refs."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass  # the peak then runs from the process start: still an upper bound
+
+    def peak_mib(self) -> float | None:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def total_mib(self) -> float | None:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_properties(self.device).total_memory / 2**20
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+        except (ValueError, OSError):
+            return None
+
+
+# ================================================================ the cases
+
+
+def compose_cfg(device_kind: str, strategy: str, overrides) -> object:
+    with initialize_config_module("ired_mining.conf", version_base="1.3"):
+        return compose("config", overrides=[f"hardware={'gpu' if device_kind == 'cuda' else 'cpu'}",
+                                            f"mining={strategy}", *overrides])
+
+
+class Trainer:
+    """What `ired-train` builds for a run, less evaluation and checkpoints; `step` is one step of its loop."""
+
+    def __init__(self, cfg, batch: int, device: torch.device, seed: int = 0):
+        self.cfg, self.batch, self.device = cfg, batch, device
+        torch.manual_seed(seed)
+        self.model = build_model(cfg.model.name, cfg.dataset.n, hidden=cfg.model.hidden,
+                                 time_dim=cfg.model.time_dim).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        self.diffusion = build_diffusion(cfg, device)
+        self.strategy = build_strategy(cfg.mining.name, **mining_options(cfg))
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def step(self) -> dict:
+        problems = spd_batch(self.cfg.dataset.n, self.batch, self.cfg.dataset.lam, self.generator)
+        return train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, self.cfg,
+                          self.generator)
+
+
+class PlainTrainer(Trainer):
+    """The same run written straightforwardly (yardstick.py), from the same initial weights."""
+
+    def __init__(self, cfg, batch: int, device: torch.device, steps: int, seed: int = 0):
+        super().__init__(cfg, batch, device, seed)
+        self.items = iter(yardstick.item_loader(cfg.dataset.n, cfg.dataset.lam, batch, steps, seed))
+
+    def step(self) -> dict:
+        x, y = next(self.items)
+        return yardstick.plain_train_step(self.model, self.diffusion, self.strategy, self.optimizer,
+                                          x.to(self.device), y.to(self.device), self.cfg.mining.weight,
+                                          self.cfg.train.grad_clip, self.generator)
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def agreement(cfg, batch: int, device: torch.device) -> dict:
+    """One training step of product and yardstick from the same weights, data, levels and noise:
+    relative differences of the losses and of the gradients (float32)."""
+    product = Trainer(cfg, batch, device)
+    plain = Trainer(cfg, batch, device)
+    problems = spd_batch(cfg.dataset.n, batch, cfg.dataset.lam, torch.Generator(device).manual_seed(1))
+    a = train_step(product.model, product.diffusion, product.strategy, product.optimizer, problems, cfg,
+                   product.generator)
+    b = yardstick.plain_train_step(plain.model, plain.diffusion, plain.strategy, plain.optimizer, problems.x,
+                                   problems.y, cfg.mining.weight, cfg.train.grad_clip, plain.generator)
+    out = {f"{k}_rel_diff": rel_diff(a[k].detach(), b[k].detach()) for k in ("loss/mse", "loss/energy", "loss/total")
+           if k in b}
+    grads = [(p.grad, q.grad) for p, q in zip(product.model.parameters(), plain.model.parameters())]
+    out["grad_rel_diff"] = max(rel_diff(g, h) for g, h in grads)
+    return out
+
+
+# ================================================================ the run
+
+
+def run(plan: Plan, device: torch.device, log=print) -> dict:
+    overrides = plan.overrides
+    base = compose_cfg(device.type, "adversarial", overrides)
+    configure_backend(base, device)
+    meter, memory = Meter(device, plan.matmul_n), PeakMemory(device)
+    gpu_calls = 1 if device.type == "cpu" else 10  # a GPU is timed over blocks, never per call
+    load_start = os.getloadavg()
+    meter.sample_matmul()
+    records, checks = [], {}
+
+    # ------------------------------------------------ training, each strategy and batch
+    for name in STRATEGIES:
+        cfg = compose_cfg(device.type, name, overrides)
+        for batch in plan.batches:
+            calls = plan.calls[batch]
+            memory.reset()
+            product = Trainer(cfg, batch, device)
+            product.step()  # warm-up: first-call allocations, thread pools
+            flops = count_flops(product.step)
+            record = {"kind": "train", "strategy": name, "batch": batch, "flops_per_step": flops,
+                      "peak_mem_mib": memory.peak_mib()}
+            if name == "adversarial" and batch == max(plan.batches):
+                memory.reset()
+                plain = PlainTrainer(cfg, batch, device, steps=plan.yardstick_calls + 2)
+                plain.step()
+                record |= {"yardstick_flops_per_step": count_flops(plain.step),
+                           "yardstick_peak_mem_mib": memory.peak_mib()}
+                t = meter.interleaved({"product": product.step, "plain": plain.step}, plan.yardstick_calls, gpu_calls)
+                record |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t["product"]}
+                del plain
+            else:
+                t = meter.interleaved({"product": product.step}, plan.calls[batch], gpu_calls)
+            sec = t["product"]
+            record |= {"steps_per_s": 1 / sec, "step_ms": 1e3 * sec, "flops_per_s": flops / sec}
+            records.append(record)
+            log(f"train {name:11s} batch {batch:5d}: {1 / sec:7.2f} steps/s")
+            del product
+            meter.sample_matmul()
+        if name == "adversarial":
+            checks["train"] = agreement(cfg, min(plan.batches), device)
+
+    # ------------------------------------------------ the sampler, product and yardstick in turn
+    cfg = base
+    sb = plan.sampler_batch or cfg.eval.batch_size
+    trainer = Trainer(cfg, sb, device)
+    model, diffusion = trainer.model, trainer.diffusion
+    x = spd_batch(cfg.dataset.n, sb, cfg.dataset.lam, torch.Generator(device).manual_seed(2)).x
+    steps, scale = cfg.sampler.inner_steps, cfg.sampler.step_scale
+    gen = lambda: torch.Generator(device).manual_seed(3)  # noqa: E731
+    sample = lambda: diffusion.sample(model, x, steps, gen(), scale)  # noqa: E731
+    plain_sample = lambda: yardstick.plain_sample(model, diffusion, x, steps, gen(), scale)  # noqa: E731
+    memory.reset()
+    sample()
+    sampler_flops = count_flops(sample)
+    peak = memory.peak_mib()
+    plain_sample()
+    plain_sampler_flops = count_flops(plain_sample)
+    t = meter.interleaved({"product": sample, "plain": plain_sample}, plan.sampler_calls)
+    checks["sampler_max_abs_diff"] = (sample() - plain_sample()).abs().max().item()
+    records.append({"kind": "sampler", "strategy": "sampler", "batch": sb, "inner_steps": steps,
+                    "matrices_per_s": sb / t["product"], "calls_per_s": 1 / t["product"],
+                    "flops_per_call": sampler_flops, "flops_per_s": sampler_flops / t["product"],
+                    "peak_mem_mib": peak, "yardstick_matrices_per_s": sb / t["plain"],
+                    "yardstick_flops_per_call": plain_sampler_flops,
+                    "speedup_vs_yardstick": t["plain"] / t["product"]})
+    log(f"sampler batch {sb}: {sb / t['product']:.0f} matrices/s")
+    meter.sample_matmul()
+
+    # ------------------------------------------------ data generation, batched vs one item at a time
+    db = max(plan.batches)
+    g = torch.Generator(device).manual_seed(4)
+    batched = lambda: spd_batch(cfg.dataset.n, db, cfg.dataset.lam, g)  # noqa: E731
+    items = iter(yardstick.item_loader(cfg.dataset.n, cfg.dataset.lam, db, plan.sampler_calls + 2))
+    per_item = lambda: [v.to(device) for v in next(items)]  # noqa: E731
+    batched(), per_item()
+    data_flops = count_flops(batched)
+    t = meter.interleaved({"product": batched, "plain": per_item}, plan.sampler_calls)
+    records.append({"kind": "data", "strategy": "data", "batch": db, "matrices_per_s": db / t["product"],
+                    "flops_per_call": data_flops, "flops_per_s": data_flops / t["product"],
+                    "yardstick_matrices_per_s": db / t["plain"], "speedup_vs_yardstick": t["plain"] / t["product"]})
+    meter.sample_matmul()
+
+    rate = meter.matmul_rate
+    for r in records:
+        r["matmul_flops_per_s"] = rate
+        r["fraction_of_matmul"] = r["flops_per_s"] / rate
+        if r.get("peak_mem_mib") is not None and memory.total_mib():
+            r["fraction_of_memory"] = r["peak_mem_mib"] / memory.total_mib()
+    return {
+        "machine": machine(device) | {"load_avg_start": load_start, "load_avg_end": os.getloadavg()},
+        "config": {"n": base.dataset.n, "hidden": base.model.hidden, "diffusion_steps": base.diffusion.steps,
+                   "mining_steps": base.mining.steps, "sampler_inner_steps": steps, "overrides": list(overrides)},
+        "matmul": {"n": plan.matmul_n, "flops_per_s": rate, "samples": meter.matmul_rates},
+        "records": records,
+        "agreement": checks,
+        "targets": targets(records, device),
+    }
+
+
+def machine(device: torch.device) -> dict:
+    info = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        try:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                               if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+    return info
+
+
+def targets(records: list[dict], device: torch.device) -> list[dict]:
+    """Issue 6's targets, each with the measured figure."""
+    big = max((r for r in records if r["kind"] == "train" and r["strategy"] == "adversarial"), key=lambda r: r["batch"])
+    sampler = next(r for r in records if r["kind"] == "sampler")
+    out = [{"name": f"training speed vs yardstick (adversarial, batch {big['batch']})",
+            "value": big["speedup_vs_yardstick"], "target": 1.3, "unit": "x"},
+           {"name": "sampler speed vs yardstick", "value": sampler["speedup_vs_yardstick"], "target": 1.3, "unit": "x"}]
+    if device.type == "cpu":
+        out.insert(0, {"name": f"training FLOP/s / matmul rate (adversarial, batch {big['batch']})",
+                       "value": big["fraction_of_matmul"], "target": 0.70, "unit": "fraction"})
+    else:
+        out.insert(0, {"name": f"training steps/s (adversarial, batch {big['batch']})",
+                       "value": big["steps_per_s"], "target": 150.0, "unit": "steps/s"})
+    for t in out:
+        t["met"] = t["value"] >= t["target"]
+    return out
+
+
+# ================================================================ output
+
+
+def print_report(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m, rate = result["machine"], result["matmul"]["flops_per_s"]
+    title = (f"{m.get('gpu', m['cpu'])} · {m['threads']} threads (OMP_WAIT_POLICY={m['omp_wait_policy']}) · "
+             f"torch {m['torch']} · "
+             f"fp32 matmul {rate / 1e9:.0f} GFLOP/s · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}")
+    table = Table(title=title)
+    for col in ("case", "batch", "steps or matrices/s", "ms/call", "GFLOP/call", "GFLOP/s", "% of matmul",
+                "× yardstick", "peak MiB"):
+        table.add_column(col, justify="right")
+    for r in result["records"]:
+        per_call = r.get("flops_per_step", r.get("flops_per_call"))
+        if r["kind"] == "train":
+            case, rate_s, ms = f"train {r['strategy']}", f"{r['steps_per_s']:.2f}", r["step_ms"]
+        else:
+            case, rate_s, ms = r["kind"], f"{r['matrices_per_s']:.0f}", 1e3 * r["batch"] / r["matrices_per_s"]
+        speed = f"{r['speedup_vs_yardstick']:.2f}" if "speedup_vs_yardstick" in r else ""
+        peak = f"{r['peak_mem_mib']:.0f}" if r.get("peak_mem_mib") is not None else ""
+        table.add_row(case, str(r["batch"]), rate_s, f"{ms:.1f}", f"{per_call / 1e9:.3g}",
+                      f"{r['flops_per_s'] / 1e9:.1f}", f"{100 * r['fraction_of_matmul']:.1f}", speed, peak)
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    console.print(table)
+    for t in result["targets"]:
+        value = f"{100 * t['value']:.1f} %" if t["unit"] == "fraction" else f"{t['value']:.2f} {t['unit']}"
+        target = f"{100 * t['target']:.0f} %" if t["unit"] == "fraction" else f"{t['target']:g} {t['unit']}"
+        mark = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
+        console.print(f"{t['name']}: {value} (target ≥ {target}) {mark}")
+    a = result["agreement"]
+    console.print("agreement with the yardstick (float32, one step): "
+                  + ", ".join(f"{k} {v:.1e}" for k, v in a.get("train", {}).items())
+                  + f"; sampler max |Δ| {a['sampler_max_abs_diff']:.1e}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="fewer calls, sampler at batch 256 (≤ 3 min on 2 cores)")
+    mode.add_argument("--tiny", action="store_true", help="a toy model (n=4, hidden 32): seconds, for tests")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is visible")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the product's config")
+    args = parser.parse_args(argv)
+
+    plan = PLANS["tiny" if args.tiny else "quick" if args.quick else "full"]
+    plan = Plan(**{**plan.__dict__, "overrides": (*plan.overrides, *args.overrides)})
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is visible")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(plan, device, log=lambda s: print(s, file=sys.stderr))
+    print_report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
