@@ -62,6 +62,8 @@ def assert_same_result(run_dir: Path, reference: dict) -> None:
 def test_sigkill_then_resume_ends_bit_for_bit_like_uninterrupted(tmp_path, reference):
     run_dir = tmp_path / "run"
     kill_after_checkpoint(run_dir, 60)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 61, "in_dist/m')  # as a kill in the middle of an append leaves it
     proc = train(run_dir)
     assert "resumed from step" in (run_dir / "train.log").read_text()
     assert_same_result(run_dir, reference)
@@ -69,6 +71,15 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_uninterrupted(tmp_path, refer
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert names == ["step_000000160.pt", "step_000000180.pt", "step_000000200.pt"], names
     assert proc.returncode == 0
+
+
+def test_kill_between_final_checkpoint_and_metrics_json_still_finishes(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    train(run_dir)
+    # the state a kill leaves after the last checkpoint was written but before metrics.json was
+    (run_dir / "metrics.json").unlink()
+    train(run_dir)
+    assert_same_result(run_dir, reference)
 
 
 def test_resume_with_incompatible_config_refuses(tmp_path):
