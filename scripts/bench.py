@@ -1,7 +1,7 @@
 """Speed of IRED training and sampling, against the machine's own limit (issue 6).
 
-    python scripts/bench.py                          # the full run (CPU: about 8 minutes on 2 cores)
-    python scripts/bench.py --quick --json out.json  # a check, at most 3 minutes on 2 cores
+    python scripts/bench.py                          # the full run (CPU: about 1 minute on 2 idle cores)
+    python scripts/bench.py --quick --json out.json  # a check: 30 s on 2 idle cores, 1.5 min at load 7
     python scripts/bench.py --device cuda            # on a GPU (auto picks one when it is there)
     python scripts/bench.py --threads 1              # CPU threads for torch (default: torch's own)
 
@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import os
 
-# OpenMP threads that spin while they wait hold a core that the op's other thread needs as soon as
-# the machine is shared: every op then waits out a scheduler slice. On this project's 2-core
-# machines at load 7, one elementwise op of a step took 16 ms spinning and 0.5 ms passive. It must
+# OpenMP threads that spin long while they wait hold a core that the op's other thread needs as
+# soon as the machine is shared, and every op then waits out a scheduler slice. Measured on this
+# project's 2-core machine with two busy processes beside it, an adversarial step at batch 2048 took
+# 2.7 s with libgomp's default spin, 0.64 s with a spin of 10k and 0.57 s passive; on the quiet
+# machine 288, 292 and 316 ms (batch 256: 45, 46 and 72 ms). A short spin is right for both. It must
 # be set before torch loads OpenMP; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -143,16 +146,22 @@ class PeakMemory:
         except OSError:
             pass  # the peak then runs from the process start: still an upper bound
 
-    def peak_mib(self) -> float | None:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
+    def current_mib(self) -> float | None:
+        return self._status_mib("VmRSS:") if self.device.type == "cpu" else torch.cuda.memory_allocated(self.device) / 2**20
+
+    def _status_mib(self, field: str) -> float | None:
         try:
             for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
         except OSError:
             return None
         return None
+
+    def peak_mib(self) -> float | None:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return self._status_mib("VmHWM:")
 
     def total_mib(self) -> float | None:
         if self.device.type == "cuda":
@@ -233,9 +242,11 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
     overrides = plan.overrides
     base = compose_cfg(device.type, "adversarial", overrides)
     configure_backend(base, device)
-    meter, memory = Meter(device, plan.matmul_n), PeakMemory(device)
+    # A GPU needs a larger product than a CPU to reach its rate.
+    meter = Meter(device, plan.matmul_n if device.type == "cpu" else max(plan.matmul_n, 8192))
+    memory = PeakMemory(device)
     gpu_calls = 1 if device.type == "cpu" else 10  # a GPU is timed over blocks, never per call
-    load_start = os.getloadavg()
+    load_start, rss_start = os.getloadavg(), memory.current_mib()
     meter.sample_matmul()
     records, checks = [], {}
 
@@ -318,10 +329,11 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
         if r.get("peak_mem_mib") is not None and memory.total_mib():
             r["fraction_of_memory"] = r["peak_mem_mib"] / memory.total_mib()
     return {
-        "machine": machine(device) | {"load_avg_start": load_start, "load_avg_end": os.getloadavg()},
+        "machine": machine(device) | {"load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+                                      "memory_at_start_mib": rss_start},
         "config": {"n": base.dataset.n, "hidden": base.model.hidden, "diffusion_steps": base.diffusion.steps,
                    "mining_steps": base.mining.steps, "sampler_inner_steps": steps, "overrides": list(overrides)},
-        "matmul": {"n": plan.matmul_n, "flops_per_s": rate, "samples": meter.matmul_rates},
+        "matmul": {"n": meter.matmul_n, "flops_per_s": rate, "samples": meter.matmul_rates},
         "records": records,
         "agreement": checks,
         "targets": targets(records, device),
@@ -330,10 +342,11 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
 
 def machine(device: torch.device) -> dict:
     info = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "omp": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ},
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+        # With hardware.tf32 the training's matmuls and the limit's run in TF32 alike.
+        info |= {"gpu": torch.cuda.get_device_name(device), "tf32": torch.backends.cuda.matmul.allow_tf32}
     else:
         try:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -369,9 +382,10 @@ def print_report(result: dict) -> None:
     from rich.table import Table
 
     m, rate = result["machine"], result["matmul"]["flops_per_s"]
-    title = (f"{m.get('gpu', m['cpu'])} · {m['threads']} threads (OMP_WAIT_POLICY={m['omp_wait_policy']}) · "
-             f"torch {m['torch']} · "
-             f"fp32 matmul {rate / 1e9:.0f} GFLOP/s · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}")
+    omp = "".join(f" {k}={v}" for k, v in m["omp"].items())
+    title = (f"{m.get('gpu', m['cpu'])} · {m['threads']} threads{omp} · "
+             f"torch {m['torch']} · {'TF32' if m.get('tf32') else 'fp32'} "
+             f"matmul {rate / 1e9:.0f} GFLOP/s · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}")
     table = Table(title=title)
     for col in ("case", "batch", "steps or matrices/s", "ms/call", "GFLOP/call", "GFLOP/s", "% of matmul",
                 "× yardstick", "peak MiB"):
@@ -393,6 +407,10 @@ def print_report(result: dict) -> None:
         target = f"{100 * t['target']:.0f} %" if t["unit"] == "fraction" else f"{t['target']:g} {t['unit']}"
         mark = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
         console.print(f"{t['name']}: {value} (target ≥ {target}) {mark}")
+    where = "the allocator's peak" if m["device"] == "cuda" else "the process's peak resident set"
+    console.print(f"peak MiB: {where} during the case ({m['memory_at_start_mib']:.0f} MiB at start); "
+                  "% of matmul: FLOPs counted by torch.utils.flop_counter (matmuls only) per second, "
+                  "over the same run's matmul rate")
     a = result["agreement"]
     console.print("agreement with the yardstick (float32, one step): "
                   + ", ".join(f"{k} {v:.1e}" for k, v in a.get("train", {}).items())
