@@ -36,18 +36,18 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from ired_mining.data import spd_batch  # noqa: E402
-from ired_mining.mining import build_strategy  # noqa: E402
-from ired_mining.model import build_model  # noqa: E402
-from ired_mining.train import build_diffusion, configure_backend, mining_options, train_step  # noqa: E402
+from ired_mining.train import Run, configure_backend, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yardstick  # noqa: E402  (lives beside this script, not in the product)
@@ -182,36 +182,33 @@ def compose_cfg(device_kind: str, strategy: str, overrides) -> object:
 
 
 class Trainer:
-    """What `ired-train` builds for a run, less evaluation and checkpoints; `step` is one step of its loop."""
+    """The run `ired-train` would build for this config (nothing is written); `step` is one step of
+    its loop: a fresh batch, then `train_step`."""
 
-    def __init__(self, cfg, batch: int, device: torch.device, seed: int = 0):
-        self.cfg, self.batch, self.device = cfg, batch, device
-        torch.manual_seed(seed)
-        self.model = build_model(cfg.model.name, cfg.dataset.n, hidden=cfg.model.hidden,
-                                 time_dim=cfg.model.time_dim).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
-        self.diffusion = build_diffusion(cfg, device)
-        self.strategy = build_strategy(cfg.mining.name, **mining_options(cfg))
-        self.generator = torch.Generator(device).manual_seed(seed)
+    def __init__(self, cfg, batch: int):
+        cfg = OmegaConf.merge(cfg, {"train": {"batch_size": batch}})
+        self.run = Run(cfg, Path(tempfile.gettempdir()) / "ired-bench-unused")
+        self.cfg, self.batch = cfg, batch
+        self.model, self.diffusion, self.device = self.run.model, self.run.diffusion, self.run.device
 
     def step(self) -> dict:
-        problems = spd_batch(self.cfg.dataset.n, self.batch, self.cfg.dataset.lam, self.generator)
-        return train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, self.cfg,
-                          self.generator)
+        r, c = self.run, self.cfg
+        problems = spd_batch(c.dataset.n, self.batch, c.dataset.lam, r.generator)
+        return train_step(r.model, r.diffusion, r.strategy, r.optimizer, problems, c, r.generator)
 
 
 class PlainTrainer(Trainer):
     """The same run written straightforwardly (yardstick.py), from the same initial weights."""
 
-    def __init__(self, cfg, batch: int, device: torch.device, steps: int, seed: int = 0):
-        super().__init__(cfg, batch, device, seed)
-        self.items = iter(yardstick.item_loader(cfg.dataset.n, cfg.dataset.lam, batch, steps, seed))
+    def __init__(self, cfg, batch: int, steps: int):
+        super().__init__(cfg, batch)
+        self.items = iter(yardstick.item_loader(cfg.dataset.n, cfg.dataset.lam, batch, steps, cfg.seed))
 
     def step(self) -> dict:
+        r, c = self.run, self.cfg
         x, y = next(self.items)
-        return yardstick.plain_train_step(self.model, self.diffusion, self.strategy, self.optimizer,
-                                          x.to(self.device), y.to(self.device), self.cfg.mining.weight,
-                                          self.cfg.train.grad_clip, self.generator)
+        return yardstick.plain_train_step(r.model, r.diffusion, r.strategy, r.optimizer, x.to(self.device),
+                                          y.to(self.device), c.mining.weight, c.train.grad_clip, r.generator)
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -221,8 +218,7 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def agreement(cfg, batch: int, device: torch.device) -> dict:
     """One training step of product and yardstick from the same weights, data, levels and noise:
     relative differences of the losses and of the gradients (float32)."""
-    product = Trainer(cfg, batch, device)
-    plain = Trainer(cfg, batch, device)
+    product, plain = Trainer(cfg, batch).run, Trainer(cfg, batch).run
     problems = spd_batch(cfg.dataset.n, batch, cfg.dataset.lam, torch.Generator(device).manual_seed(1))
     a = train_step(product.model, product.diffusion, product.strategy, product.optimizer, problems, cfg,
                    product.generator)
@@ -256,14 +252,14 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
         for batch in plan.batches:
             calls = plan.calls[batch]
             memory.reset()
-            product = Trainer(cfg, batch, device)
+            product = Trainer(cfg, batch)
             product.step()  # warm-up: first-call allocations, thread pools
             flops = count_flops(product.step)
             record = {"kind": "train", "strategy": name, "batch": batch, "flops_per_step": flops,
                       "peak_mem_mib": memory.peak_mib()}
             if name == "adversarial" and batch == max(plan.batches):
                 memory.reset()
-                plain = PlainTrainer(cfg, batch, device, steps=plan.yardstick_calls + 2)
+                plain = PlainTrainer(cfg, batch, steps=plan.yardstick_calls + 2)
                 plain.step()
                 record |= {"yardstick_flops_per_step": count_flops(plain.step),
                            "yardstick_peak_mem_mib": memory.peak_mib()}
@@ -284,7 +280,7 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
     # ------------------------------------------------ the sampler, product and yardstick in turn
     cfg = base
     sb = plan.sampler_batch or cfg.eval.batch_size
-    trainer = Trainer(cfg, sb, device)
+    trainer = Trainer(cfg, sb)
     model, diffusion = trainer.model, trainer.diffusion
     x = spd_batch(cfg.dataset.n, sb, cfg.dataset.lam, torch.Generator(device).manual_seed(2)).x
     steps, scale = cfg.sampler.inner_steps, cfg.sampler.step_scale
