@@ -395,7 +395,8 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the architecture."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -442,7 +443,7 @@ def provenance(sweep_dir: Path, runs: list[RunRecord]) -> dict:
         "report_env": {"python": platform.python_version(), "torch": _version("torch"),
                        "hydra-core": _version("hydra-core"), "omegaconf": _version("omegaconf"),
                        "numpy": _version("numpy"), "ired-mining": _version("ired-mining")},
-        "report_machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cores": os.cpu_count()},
+        "report_machine": {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count()},
     }
 
 

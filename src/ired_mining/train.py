@@ -35,6 +35,7 @@ from ired_mining.diffusion import Diffusion, cosine_schedule
 from ired_mining.evaluate import eval_sets, evaluate
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
+from ired_mining.report import cpu_model
 
 log = logging.getLogger("ired")
 
@@ -90,6 +91,16 @@ def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
         return averaged + (current - averaged) * (1 - decay)
 
     return avg
+
+
+def environment(device: torch.device) -> dict:
+    """What ran the job, for the report: versions, device and threads."""
+    import platform
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return {"python": platform.python_version(), "torch": torch.__version__, "hydra": hydra.__version__,
+            "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+            "host": platform.node()}
 
 
 def compat_fingerprint(cfg: DictConfig) -> str:
@@ -278,6 +289,7 @@ class Run:
             "step": self.step,
             "train_seconds": round(self.train_seconds, 3),
             "seconds_per_step": self.train_seconds / max(self.step, 1),
+            "env": environment(self.device),
             **extra,
         }
         atomic_write_json(self.final_path, summary)
