@@ -20,20 +20,11 @@ after the options, e.g. `python scripts/bench.py --quick dataset.n=10`.
 
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that spin long while they wait hold a core that the op's other thread needs as
-# soon as the machine is shared, and every op then waits out a scheduler slice. Measured on this
-# project's 2-core machine with two busy processes beside it, an adversarial step at batch 2048 took
-# 2.7 s with libgomp's default spin, 0.64 s with a spin of 10k and 0.57 s passive; on the quiet
-# machine 288, 292 and 316 ms (batch 256: 45, 46 and 72 ms). A short spin is right for both. It must
-# be set before torch loads OpenMP; an explicit setting in the environment wins.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+import ired_mining  # noqa: F401  first: it sets a short OpenMP spin before torch loads (see its __init__)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -47,6 +38,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from ired_mining.data import spd_batch  # noqa: E402
+from ired_mining.report import cpu_model  # noqa: E402
 from ired_mining.train import Run, configure_backend, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -339,7 +331,7 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
 def machine(device: torch.device) -> dict:
     info = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "omp": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ},
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+            "cpu": cpu_model(), "cores": os.cpu_count()}
     if device.type == "cuda":
         # With hardware.tf32 the training's matmuls and the limit's run in TF32 alike.
         info |= {"gpu": torch.cuda.get_device_name(device), "tf32": torch.backends.cuda.matmul.allow_tf32}

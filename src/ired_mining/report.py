@@ -729,17 +729,21 @@ def plot_learning_curves(groups: dict[str, list[RunRecord]], splits: list[str], 
                 x = secs if use_seconds else steps
                 ax.plot(x, mean, color=colour(name, i), marker="o", ms=3, label=f"{name} ({len(runs)} seeds)")
                 ax.fill_between(x, lo, hi, color=colour(name, i), alpha=0.2, linewidth=0)
-            zero = refs[split]["zero_mse"]
-            if math.isfinite(zero):
-                ax.axhline(zero, color="black", ls="--", lw=1, label="zero predictor")
-            log_axis(ax)
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(f"{split} MSE")
-            ax.set_title(f"{split}: MSE vs {xlabel}")
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
+            finish_panel(ax, split, refs[split]["zero_mse"], xlabel, f"{split}: MSE vs {xlabel}")
     fig.savefig(path)
     plt.close(fig)
+
+
+def finish_panel(ax, split: str, zero: float, xlabel: str, title: str) -> None:
+    """The parts every MSE panel shares: the zero predictor's line, log axis, labels, grid, legend."""
+    if math.isfinite(zero):
+        ax.axhline(zero, color="black", ls="--", lw=1, label="zero predictor")
+    log_axis(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{split} MSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
 
 
 @dataclass
@@ -763,15 +767,9 @@ def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: P
             ax.plot(line.steps, line.mean, color=line.colour, marker="o", label=line.label)
             if line.lo is not None:
                 ax.fill_between(line.steps, line.lo, line.hi, color=line.colour, alpha=0.2, linewidth=0)
-        if math.isfinite(zero[split]):
-            ax.axhline(zero[split], color="black", ls="--", lw=1, label="zero predictor")
-        log_axis(ax)
+        finish_panel(ax, split, zero[split], "inner energy-descent steps per level (test time)",
+                     f"{split}: MSE vs test-time inner steps")
         ax.set_xticks(sorted({k for line in split_lines for k in line.steps}))
-        ax.set_xlabel("inner energy-descent steps per level (test time)")
-        ax.set_ylabel(f"{split} MSE")
-        ax.set_title(f"{split}: MSE vs test-time inner steps")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
     fig.savefig(path)
     plt.close(fig)
 
