@@ -39,7 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from ired_mining.data import spd_batch  # noqa: E402
 from ired_mining.report import cpu_model  # noqa: E402
-from ired_mining.train import Run, configure_backend, train_step  # noqa: E402
+from ired_mining.backend import configure_backend  # noqa: E402
+from ired_mining.train import Run, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yardstick  # noqa: E402  (lives beside this script, not in the product)

@@ -122,3 +122,9 @@ class Diffusion:
             if level > 0:
                 y = self.sqrt_ac[level - 1] * y0
         return y0
+
+
+def build_diffusion(cfg, device: torch.device | str) -> Diffusion:
+    """The diffusion a composed config's `diffusion` group describes."""
+    d = cfg.diffusion
+    return Diffusion(cosine_schedule(d.steps, d.s, d.max_beta), device, clamp=d.clamp)

@@ -143,7 +143,8 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     from ired_mining.checkpoint import list_checkpoints, load_checkpoint
     # train.py imports this module, so its builders are imported here, when called: evaluation
     # must build the diffusion and the device exactly as training did to reproduce its numbers.
-    from ired_mining.train import build_diffusion, configure_backend, pick_device
+    from ired_mining.backend import configure_backend, pick_device
+    from ired_mining.diffusion import build_diffusion
     from ired_mining.config import ConfigError
     from ired_mining.model import build_model
 
@@ -294,7 +295,6 @@ def print_scaling(rows: list[dict], splits: list[str]) -> None:
 
 def cli(argv: list[str]) -> None:
     from ired_mining.checkpoint import atomic_write_json
-    from ired_mining.train import print_summary
 
     args = parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -333,3 +333,18 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
+    for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
+        table.add_column(col, justify="right")
+    for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
+        table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: [bold]{run_dir}[/bold]")

@@ -26,13 +26,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
+from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
 from ired_mining.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, fingerprint,
                                     latest_checkpoint, list_checkpoints, restore_rng_state, rng_state, save_checkpoint)
 from ired_mining.config import ConfigError, check_cli_choices, validate
 from ired_mining.data import spd_batch
-from ired_mining.diffusion import Diffusion, cosine_schedule
-from ired_mining.evaluate import eval_sets, evaluate
+from ired_mining.diffusion import Diffusion, build_diffusion
+from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
 from ired_mining.report import cpu_model
@@ -45,31 +46,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # ================================================================ building blocks
-
-def pick_device(cfg: DictConfig) -> torch.device:
-    want = cfg.hardware.device
-    if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if want == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("hardware.device=cuda but no GPU is visible; use hardware=cpu or hardware=auto")
-    return torch.device(want)
-
-
-def configure_backend(cfg: DictConfig, device: torch.device) -> None:
-    if cfg.hardware.threads:
-        torch.set_num_threads(int(cfg.hardware.threads))
-    # Tiny weights and gradients late in training become denormal floats, which run
-    # several times slower on x86 CPUs; flushing them to zero costs nothing in accuracy here.
-    torch.set_flush_denormal(True)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.hardware.tf32)
-        torch.backends.cudnn.allow_tf32 = bool(cfg.hardware.tf32)
-
-
-def build_diffusion(cfg: DictConfig, device: torch.device | str) -> Diffusion:
-    d = cfg.diffusion
-    return Diffusion(cosine_schedule(d.steps, d.s, d.max_beta), device, clamp=d.clamp)
-
 
 def mining_options(cfg: DictConfig) -> dict:
     """The strategy's own options: everything in the mining group but its name and loss weight."""
@@ -376,20 +352,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         run.write_final("failed", error=str(err))
         raise
     return run.write_final("finished", **{k: v for k, v in last.items() if "/" in k})
-
-
-def print_summary(summary: dict, run_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
-    for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
-        table.add_column(col, justify="right")
-    for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
-        table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
-    console = Console()
-    console.print(table)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
