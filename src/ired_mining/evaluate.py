@@ -30,9 +30,12 @@ import torch
 from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 
+from ired_mining.backend import configure_backend, pick_device
+from ired_mining.checkpoint import CheckpointError, atomic_write_json, list_checkpoints, load_checkpoint
+from ired_mining.config import ConfigError, validate
 from ired_mining.data import Problems, fixed_set
-from ired_mining.diffusion import Diffusion
-from ired_mining.model import EnergyMLP
+from ired_mining.diffusion import Diffusion, build_diffusion
+from ired_mining.model import EnergyMLP, build_model
 
 
 def eval_sets(n: int, size: int, seed: int, splits: dict[str, float]) -> dict[str, Problems]:
@@ -78,6 +81,21 @@ def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], 
     return out
 
 
+def print_summary(summary: dict, run_dir: Path) -> None:
+    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
+    for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
+        table.add_column(col, justify="right")
+    for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
+        table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
+
+
 # ================================================================ ired-eval: a trained run under any setting
 
 class EvalError(ValueError):
@@ -105,8 +123,6 @@ def apply_overrides(cfg, overrides: list[str]):
 
     Only eval.*, sampler.* and hardware.* may change; a new split may be added under eval.splits.
     """
-    from ired_mining.config import ConfigError, validate
-
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     for item in overrides:
         key, sep, _ = item.partition("=")
@@ -140,14 +156,7 @@ def ema_weights(state: dict) -> dict:
 
 def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     """The newest checkpoint's EMA model of a run, with its config and the overrides applied."""
-    from ired_mining.checkpoint import list_checkpoints, load_checkpoint
-    # train.py imports this module, so its builders are imported here, when called: evaluation
-    # must build the diffusion and the device exactly as training did to reproduce its numbers.
-    from ired_mining.backend import configure_backend, pick_device
-    from ired_mining.diffusion import build_diffusion
-    from ired_mining.config import ConfigError
-    from ired_mining.model import build_model
-
+    # The same builders as training (device, backend settings, diffusion), so the numbers reproduce.
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EvalError(f"run directory {run_dir} does not exist")
@@ -294,8 +303,6 @@ def print_scaling(rows: list[dict], splits: list[str]) -> None:
 
 
 def cli(argv: list[str]) -> None:
-    from ired_mining.checkpoint import atomic_write_json
-
     args = parse_args(argv)
     run_dir = Path(args.run_dir)
     chosen, overrides = choose_splits(args.overrides)
@@ -322,8 +329,6 @@ def cli(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: bad input is one line on stderr and a non-zero exit, never a traceback."""
-    from ired_mining.checkpoint import CheckpointError
-
     try:
         cli(sys.argv[1:] if argv is None else argv)
     except (EvalError, CheckpointError) as err:
@@ -334,17 +339,3 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-
-def print_summary(summary: dict, run_dir: Path) -> None:
-    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
-    for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
-        table.add_column(col, justify="right")
-    for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
-        table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
-    console = Console()
-    console.print(table)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
