@@ -337,9 +337,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     final_path = run_dir / "metrics.json"
-    if final_path.exists() and json.loads(final_path.read_text()).get("status") == "finished":
+    previous = json.loads(final_path.read_text()) if final_path.exists() else {}
+    if previous.get("status") == "finished":
         log.info(f"{run_dir} already holds a finished run; leaving it as it is")
-        return json.loads(final_path.read_text())
+        return previous
 
     run = Run(cfg, run_dir)
     try:
