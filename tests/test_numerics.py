@@ -111,20 +111,20 @@ def _mining_batch(model, diffusion, n=3, b=32, seed=0):
     t = torch.randint(0, diffusion.num_steps, (b,), generator=g)
     eps = torch.randn(p.y.shape, generator=g)
     cond = model.conditioning(diffusion.levels)[t]
-    return MiningBatch(p.x, p.y, t, cond, eps, torch.Generator().manual_seed(99))
+    return MiningBatch(model.bind(p.x, cond).detached(), p.y, t, eps, torch.Generator().manual_seed(99)), p.x, cond
 
 
 def test_adversarial_negatives_never_raise_the_energy():
     model = _model(dtype=torch.float32)
     diffusion = Diffusion(cosine_schedule(10))
-    batch = _mining_batch(model, diffusion)
+    batch, x, cond = _mining_batch(model, diffusion)
     miner = AdversarialNegatives(steps=4)
     start = diffusion.noise(batch.y, batch.t, batch.eps, eps_scale=miner.corruption)
     with torch.no_grad():
-        e_start = model.energy(batch.x, start, batch.cond)
-    z, e_end = diffusion.energy_descent(model, batch.x, start, batch.cond, batch.t, miner.steps)
+        e_start = model.energy(x, start, cond)
+    z, e_end = diffusion.descend(batch.energy, start, batch.t, miner.steps)
     with torch.no_grad():
-        torch.testing.assert_close(e_end, model.energy(batch.x, z, batch.cond))
+        torch.testing.assert_close(e_end, model.energy(x, z, cond))
     assert (e_end <= e_start).all()
     assert (e_end < e_start).any()  # descent did move some samples
     bound = 2 * diffusion.sqrt_ac[batch.t]
@@ -140,7 +140,7 @@ def test_adversarial_negatives_never_raise_the_energy():
 def test_random_negatives_do_not_depend_on_the_model(source):
     diffusion = Diffusion(cosine_schedule(10))
     m1, m2 = _model(seed=1, dtype=torch.float32), _model(seed=2, dtype=torch.float32)
-    b1, b2 = _mining_batch(m1, diffusion), _mining_batch(m2, diffusion)
+    (b1, *_), (b2, *_) = _mining_batch(m1, diffusion), _mining_batch(m2, diffusion)
     miner = RandomNegatives(source)
     n1, n2 = miner.negatives(m1, diffusion, b1), miner.negatives(m2, diffusion, b2)
     assert torch.equal(n1, n2)

@@ -1,7 +1,7 @@
 """The diffusion around the energy model (ired.md §3, §5): cosine schedule, noising, the
 noise-prediction loss, energy descent, and the IRED sampler.
 
-Nothing here knows about optimisers or negatives; `mining.py` builds on `energy_descent`.
+Nothing here knows about optimisers or negatives; `mining.py` builds on `descend`.
 """
 
 from __future__ import annotations
@@ -66,18 +66,13 @@ class Diffusion:
 
     # ---------------------------------------------------------------- energy descent
 
-    def energy_descent(self, model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor,
-                       t: torch.Tensor, steps: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """`steps` steps of y ← clamp(y − scale·η_t ∇E, ±clamp·√ᾱ_t), keeping per sample the old y
-        where a step raised the energy. Returns (y, E(y)); no graph to the weights."""
-        with torch.no_grad():
-            return self.descend(model.bind(x, cond), y, t, steps, scale)
-
     @torch.no_grad()
     def descend(self, energy: BoundEnergy, y: torch.Tensor, t: torch.Tensor | int, steps: int,
                 scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """`energy_descent` for an energy already bound to its problems and levels; `t` is one level
-        per sample or a single level for the whole batch.
+        """`steps` steps of y ← clamp(y − scale·η_t ∇E, ±clamp·√ᾱ_t), keeping per sample the old y
+        where a step raised the energy; `energy` is y ↦ E(x, y, t) bound to the problems and levels,
+        `t` one level per sample or a single level for the whole batch. Returns (y, E(y)); no graph
+        to the weights.
 
         One forward-backward per step: the pass at a candidate gives both its energy (accept or
         reject) and its gradient (the next step), and the last candidate needs only its energy.

@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from ired_mining.diffusion import Diffusion
-from ired_mining.model import EnergyMLP
+from ired_mining.model import BoundEnergy, EnergyMLP
 
 
 @dataclass
 class MiningBatch:
-    """What a strategy may look at: the problems, their levels and conditioning, the shared noise ε'."""
+    """What a strategy may look at: y ↦ E(x, y, t) for the batch's problems and levels (detached:
+    mining sends no gradient to the weights), the answers, the levels, the shared noise ε'."""
 
-    x: torch.Tensor
+    energy: BoundEnergy
     y: torch.Tensor
     t: torch.Tensor
-    cond: torch.Tensor
     eps: torch.Tensor
     generator: torch.Generator
 
@@ -63,8 +63,7 @@ class AdversarialNegatives:
 
     def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
         z = diffusion.noise(batch.y, batch.t, batch.eps, eps_scale=self.corruption)
-        z, _ = diffusion.energy_descent(model, batch.x, z, batch.cond.detach(), batch.t,
-                                        self.steps, self.step_scale)
+        z, _ = diffusion.descend(batch.energy, z, batch.t, self.steps, self.step_scale)
         return (z / diffusion.sqrt_ac[batch.t]).clamp(-diffusion.clamp, diffusion.clamp)
 
 

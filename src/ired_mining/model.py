@@ -156,6 +156,12 @@ class BoundEnergy:
         """The same problems at other levels."""
         return BoundEnergy(self.model, self.x_proj, self.w1y, *cond.chunk(4, dim=-1))
 
+    def detached(self) -> BoundEnergy:
+        """The same function cut from the graph that made its tensors (mining reuses training's
+        x projection and conditioning rows without sending gradients through them)."""
+        parts = (self.x_proj, self.w1y, self.scale2, self.shift2, self.scale3, self.shift3)
+        return BoundEnergy(self.model, *(v.detach() for v in parts))
+
     def _forward(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """W4 h3 + b4 and the three pre-activations the y-gradient needs."""
         m = self.model

@@ -145,14 +145,15 @@ def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: 
     # The conditioning of the T levels, computed once and looked up per sample. An embedding lookup,
     # not indexing: its backward is a scatter-add, where indexing's is a serial index_put on CPUs.
     cond = torch.nn.functional.embedding(t, model.conditioning(diffusion.levels))
-    # y ↦ E(x, y, t) with x's half of the first layer computed once for both loss terms.
+    # y ↦ E(x, y, t) with x's half of the first layer computed once, for mining and both loss terms.
     energy = model.bind(x, cond)
 
+    negatives_of, terms = type(strategy).negatives, loss_terms
+    if OmegaConf.select(cfg, "hardware.compile", default=False):
+        negatives_of, terms = compiled(negatives_of), compiled(terms)
     mine_start = time.perf_counter()
-    negatives = strategy.negatives(model, diffusion, MiningBatch(x, y, t, cond, eps_pair, generator))
+    negatives = negatives_of(strategy, model, diffusion, MiningBatch(energy.detached(), y, t, eps_pair, generator))
     mine_seconds = time.perf_counter() - mine_start
-
-    terms = compiled(loss_terms) if OmegaConf.select(cfg, "hardware.compile", default=False) else loss_terms
     loss, stats = terms(energy, diffusion, y, t, eps, eps_pair, negatives, cfg.mining.weight)
 
     optimizer.zero_grad(set_to_none=True)
