@@ -55,6 +55,7 @@ class Plan:
     batches: tuple[int, ...] = (256, 2048)
     calls: dict | None = None  # timed training steps per batch size
     yardstick_calls: int = 8  # timed product/yardstick pairs (adversarial, largest batch)
+    profile_calls: int = 3  # profiled steps (adversarial, largest batch, CPU): where the time goes
     sampler_batch: int | None = None  # None: the config's eval.batch_size
     sampler_calls: int = 4
     matmul_n: int = 2048
@@ -121,6 +122,31 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+# Kinds of op that one profiled training step is split into; the rest is "other" (elementwise
+# work, fused or not, copies, the optimiser). Matched on the profiler's op names.
+OP_KINDS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "random numbers": ("aten::normal_", "aten::uniform_", "aten::random_"),
+    "data linalg": ("aten::linalg_cholesky_ex", "aten::cholesky_inverse", "aten::baddbmm", "aten::tril"),
+}
+
+
+def breakdown(step, calls: int, flops: int) -> dict:
+    """Where a CPU training step's time goes: the self time of every op, summed by kind (OP_KINDS),
+    per step, and the rate of the step's matmuls alone. The profiler adds a little to each op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            step()
+    ms = {kind: 0.0 for kind in (*OP_KINDS, "other")}
+    for event in prof.key_averages():
+        kind = next((k for k, names in OP_KINDS.items() if event.key in names), "other")
+        ms[kind] += event.self_cpu_time_total / 1e3 / calls
+    return {"ms_per_step": ms, "profiled_step_ms": sum(ms.values()),
+            "matmul_flops_per_s_in_step": flops / (ms["matmul"] / 1e3)}
 
 
 def eager(cfg):
@@ -265,6 +291,8 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
                 t = meter.interleaved({"product": product.step, "plain": plain.step}, plan.yardstick_calls, gpu_calls)
                 record |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t["product"]}
                 del plain
+                if device.type == "cpu":
+                    record["breakdown"] = breakdown(product.step, plan.profile_calls, flops)
             else:
                 t = meter.interleaved({"product": product.step}, plan.calls[batch], gpu_calls)
             sec = t["product"]
@@ -320,6 +348,8 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
     rate = meter.matmul_rate
     for r in records:
         r["matmul_flops_per_s"] = rate
+        if "breakdown" in r:
+            r["breakdown"]["matmul_fraction_of_matmul_rate"] = r["breakdown"]["matmul_flops_per_s_in_step"] / rate
         r["fraction_of_matmul"] = r["flops_per_s"] / rate
         if r.get("peak_mem_mib") is not None and memory.total_mib():
             r["fraction_of_memory"] = r["peak_mem_mib"] / memory.total_mib()
@@ -402,6 +432,13 @@ def print_report(result: dict) -> None:
         target = f"{100 * t['target']:.0f} %" if t["unit"] == "fraction" else f"{t['target']:g} {t['unit']}"
         mark = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
         console.print(f"{t['name']}: {value} (target ≥ {target}) {mark}")
+    for r in result["records"]:
+        if "breakdown" in r:
+            b = r["breakdown"]
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in b["ms_per_step"].items())
+            console.print(f"where a step goes (train {r['strategy']}, batch {r['batch']}, profiled, ms): {parts}; "
+                          f"its matmuls alone run at {b['matmul_flops_per_s_in_step'] / 1e9:.0f} GFLOP/s, "
+                          f"{100 * b['matmul_fraction_of_matmul_rate']:.0f} % of the limit")
     where = "the allocator's peak" if m["device"] == "cuda" else "the process's peak resident set"
     console.print(f"peak MiB: {where} during the case ({m['memory_at_start_mib']:.0f} MiB at start); "
                   "% of matmul: FLOPs counted by torch.utils.flop_counter (matmuls only) per second, "
