@@ -136,9 +136,15 @@ def test_bench_tiny_writes_the_records(tmp_path):
     (sampler,) = [r for r in result["records"] if r["kind"] == "sampler"]
     assert sampler["matrices_per_s"] > 0 and sampler["flops_per_s"] > 0 and sampler["speedup_vs_yardstick"] > 0
     assert result["agreement"]["train"]["grad_rel_diff"] < 1e-4
+    # the adversarial step at the largest batch is also timed compiled (hardware.compile), same rounds
+    compiled = [r for r in train if r["compile"]]
+    assert [(r["strategy"], r["batch"]) for r in compiled] == [("adversarial", 64)]
+    assert compiled[0]["flops_per_step"] == next(r for r in train if r["batch"] == 64 and r["strategy"] == "adversarial"
+                                                 and not r["compile"])["flops_per_step"]
+    assert len([t for t in result["targets"] if t["name"].startswith("training FLOP/s")]) == 2
     # where the time of the adversarial step at the largest batch goes: its matmuls are a part of it
     (profiled,) = [r for r in train if "breakdown" in r]
-    assert (profiled["strategy"], profiled["batch"]) == ("adversarial", 64)
+    assert (profiled["strategy"], profiled["batch"], profiled["compile"]) == ("adversarial", 64, False)
     parts = profiled["breakdown"]["ms_per_step"]
     assert set(parts) == {"matmul", "random numbers", "data linalg", "other"} and parts["matmul"] > 0
     assert profiled["breakdown"]["matmul_flops_per_s_in_step"] > profiled["flops_per_s"]
