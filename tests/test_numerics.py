@@ -63,6 +63,13 @@ def test_energy_is_non_negative_and_table_conditioning_equals_per_sample():
     table = model.conditioning(torch.arange(10))
     assert (model(x, y, t) >= 0).all()
     torch.testing.assert_close(model.energy(x, y, table[t]), model(x, y, t))
+    # bind_levels looks the rows up itself: same energy, and the same gradient reaches the table
+    e_rows = model.energy(x, y, table[t])
+    e_levels = model.bind_levels(x, table, t).energy(y)
+    torch.testing.assert_close(e_levels, e_rows, rtol=1e-14, atol=0)
+    g_rows, = torch.autograd.grad(e_rows.square().sum(), table)
+    g_levels, = torch.autograd.grad(e_levels.square().sum(), table)
+    torch.testing.assert_close(g_levels, g_rows, rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------- data

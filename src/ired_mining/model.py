@@ -73,8 +73,18 @@ class EnergyMLP(nn.Module):
 
         W1 [x; y] = W1_x x + W1_y y: the x half is computed here, once.
         """
+        return self._bound(x, cond.chunk(4, dim=-1))
+
+    def bind_levels(self, x: torch.Tensor, table: torch.Tensor, t: torch.Tensor) -> BoundEnergy:
+        """`bind` with each sample's row looked up in `table` (`conditioning` of every level) by its
+        level t. Each of the four maps is an embedding lookup of its own (its backward is a scatter-add,
+        where indexing's is a serial index_put on CPUs); one lookup of whole rows, split afterwards,
+        would concatenate the four gradients back into whole rows on the way back."""
+        return self._bound(x, [F.embedding(t, part) for part in table.chunk(4, dim=-1)])
+
+    def _bound(self, x: torch.Tensor, maps) -> BoundEnergy:
         w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
-        return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, *cond.chunk(4, dim=-1))
+        return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, *maps)
 
     def energy(self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Energy per sample, (batch,), given the conditioning rows of each sample's level."""

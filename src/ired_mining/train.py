@@ -142,11 +142,9 @@ def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: 
     eps = torch.randn(y.shape, device=device, generator=generator)
     eps_pair = torch.randn(y.shape, device=device, generator=generator)  # ε', shared by y⁺ and y⁻
 
-    # The conditioning of the T levels, computed once and looked up per sample. An embedding lookup,
-    # not indexing: its backward is a scatter-add, where indexing's is a serial index_put on CPUs.
-    cond = torch.nn.functional.embedding(t, model.conditioning(diffusion.levels))
-    # y ↦ E(x, y, t) with x's half of the first layer computed once, for mining and both loss terms.
-    energy = model.bind(x, cond)
+    # y ↦ E(x, y, t) with x's half of the first layer computed once, for mining and both loss terms,
+    # and the time conditioning computed for the T levels and looked up per sample.
+    energy = model.bind_levels(x, model.conditioning(diffusion.levels), t)
 
     negatives_of, terms = type(strategy).negatives, loss_terms
     if OmegaConf.select(cfg, "hardware.compile", default=False):
