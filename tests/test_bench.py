@@ -146,7 +146,8 @@ def test_bench_tiny_writes_the_records(tmp_path):
     (profiled,) = [r for r in train if "breakdown" in r]
     assert (profiled["strategy"], profiled["batch"], profiled["compile"]) == ("adversarial", 64, False)
     parts = profiled["breakdown"]["ms_per_step"]
-    assert set(parts) == {"matmul", "random numbers", "data linalg", "other"} and parts["matmul"] > 0
+    assert set(parts) == {"matmul", "random numbers", "data linalg", "other", "outside ops"} and parts["matmul"] > 0
+    assert sum(parts.values()) == pytest.approx(profiled["breakdown"]["profiled_step_ms"], rel=0.05)
     assert profiled["breakdown"]["matmul_flops_per_s_in_step"] > profiled["flops_per_s"]
     assert "% of matmul" in proc.stdout
 
