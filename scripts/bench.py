@@ -1,7 +1,7 @@
 """Speed of IRED training and sampling, against the machine's own limit (issue 6).
 
-    python scripts/bench.py                          # the full run (CPU: about 1 minute on 2 idle cores)
-    python scripts/bench.py --quick --json out.json  # a check: 30 s on 2 idle cores, 1.5 min at load 7
+    python scripts/bench.py                          # the full run (CPU: 1-2 minutes on 2 cores)
+    python scripts/bench.py --quick --json out.json  # a check: ~30 s on 2 cores (~50 s compiling afresh)
     python scripts/bench.py --device cuda            # on a GPU (auto picks one when it is there)
     python scripts/bench.py --threads 1              # CPU threads for torch (default: torch's own)
 
