@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 
 from ired_mining.data import Problems, spd_batch
 from ired_mining.diffusion import Diffusion, cosine_schedule
-from ired_mining.mining import build_strategy
+from ired_mining.mining import MiningBatch, build_strategy
 from ired_mining.model import EnergyMLP
-from ired_mining.train import train_step
+from ired_mining.train import compile_ahead, compiled, loss_terms, train_step
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -136,39 +136,87 @@ def test_bench_tiny_writes_the_records(tmp_path):
     (sampler,) = [r for r in result["records"] if r["kind"] == "sampler"]
     assert sampler["matrices_per_s"] > 0 and sampler["flops_per_s"] > 0 and sampler["speedup_vs_yardstick"] > 0
     assert result["agreement"]["train"]["grad_rel_diff"] < 1e-4
-    # the adversarial step at the largest batch is also timed compiled (hardware.compile), same rounds
+    # the adversarial step is also timed compiled (hardware.compile) in the same rounds: the same FLOPs
     compiled = [r for r in train if r["compile"]]
-    assert [(r["strategy"], r["batch"]) for r in compiled] == [("adversarial", 64)]
-    assert compiled[0]["flops_per_step"] == next(r for r in train if r["batch"] == 64 and r["strategy"] == "adversarial"
-                                                 and not r["compile"])["flops_per_step"]
+    assert [(r["strategy"], r["batch"]) for r in compiled] == [("adversarial", 16), ("adversarial", 64)]
+    for r in compiled:
+        eager = next(e for e in train if (e["strategy"], e["batch"], e["compile"]) == ("adversarial", r["batch"], False))
+        assert r["flops_per_step"] == eager["flops_per_step"] and r["steps_per_s"] > 0
+    assert "speedup_vs_yardstick" in compiled[1] and "speedup_vs_yardstick" not in compiled[0]
     assert len([t for t in result["targets"] if t["name"].startswith("training FLOP/s")]) == 2
     # where the time of the adversarial step at the largest batch goes: its matmuls are a part of it
     (profiled,) = [r for r in train if "breakdown" in r]
     assert (profiled["strategy"], profiled["batch"], profiled["compile"]) == ("adversarial", 64, False)
     parts = profiled["breakdown"]["ms_per_step"]
     assert set(parts) == {"matmul", "random numbers", "data linalg", "other", "outside ops"} and parts["matmul"] > 0
-    assert sum(parts.values()) == pytest.approx(profiled["breakdown"]["profiled_step_ms"], rel=0.05)
     assert profiled["breakdown"]["matmul_flops_per_s_in_step"] > profiled["flops_per_s"]
     assert "% of matmul" in proc.stdout
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["none", "random", "adversarial"])
-def test_compiled_step_matches_eager(strategy):
-    """hardware.compile (torch.compile of mining and the loss terms) changes rounding, not the numbers."""
-    cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0}, "hardware": {"compile": True}})
-    p = spd_batch(4, 32, 0.5, torch.Generator().manual_seed(1))
-    runs = []
-    for c in (CFG, cfg):
-        torch.manual_seed(0)
-        model = EnergyMLP(4, 32, 16)
-        stats = train_step(model, Diffusion(cosine_schedule(10)), build_strategy(strategy),
-                           torch.optim.SGD(model.parameters(), lr=0.0), p, c, torch.Generator().manual_seed(2))
-        runs.append((stats, [q.grad for q in model.parameters()]))
-    (eager, g_eager), (comp, g_comp) = runs
+@pytest.mark.parametrize("strategy,options", [("none", {}), ("random", {}), ("random", {"source": "gaussian"}),
+                                              ("adversarial", {})])
+def test_compiled_mining_and_loss_terms_match_eager(strategy, options):
+    """hardware.compile. Mining: the eager negatives, drawing the same numbers from the run's
+    generator (an accept/reject test of energy descent may flip where two energies tie to rounding,
+    so a few samples may differ). Loss terms, on the same negatives: eager to float32 rounding,
+    values and gradients."""
+    torch.manual_seed(0)
+    model, diffusion, miner = EnergyMLP(4, 32, 16), Diffusion(cosine_schedule(10)), build_strategy(strategy, **options)
+    g = torch.Generator().manual_seed(1)
+    p = spd_batch(4, 64, 0.5, g)
+    t = torch.randint(0, 10, (64,), generator=g)
+    eps, eps_pair = torch.randn(p.y.shape, generator=g), torch.randn(p.y.shape, generator=g)
+    bound = lambda: model.bind_levels(p.x, model.conditioning(diffusion.levels), t)  # noqa: E731
+
+    negatives, states = [], []
+    for fn in (type(miner).negatives, compiled(type(miner).negatives)):
+        run_generator = torch.Generator().manual_seed(5)
+        negatives.append(fn(miner, diffusion, MiningBatch(bound().detached(), p.y, t, eps_pair, run_generator)))
+        states.append(run_generator.get_state())
+    assert torch.equal(*states)
+    eager_neg, compiled_neg = negatives
+    if eager_neg is None:
+        assert compiled_neg is None
+    else:
+        same = torch.isclose(compiled_neg, eager_neg, rtol=1e-4, atol=1e-5).all(dim=1)
+        assert same.float().mean() >= 0.95, f"{int((~same).sum())} of 64 negatives differ"
+
+    results = []
+    for fn in (loss_terms, compiled(loss_terms)):
+        model.zero_grad(set_to_none=True)
+        loss, stats = fn(bound(), diffusion, p.y, t, eps, eps_pair, eager_neg, 0.5)
+        loss.backward()
+        results.append((stats | {"loss": loss}, [q.grad.clone() for q in model.parameters()]))
+    (eager, g_eager), (comp, g_comp) = results
     assert eager.keys() == comp.keys()
-    for key in ("loss/mse", "loss/energy", "neg/gap", "loss/total"):
-        if key in eager:
-            torch.testing.assert_close(comp[key].detach(), eager[key].detach(), rtol=1e-5, atol=1e-7)
+    for key in eager:
+        torch.testing.assert_close(comp[key].detach(), eager[key].detach(), rtol=1e-5, atol=1e-7)
     for u, v in zip(g_comp, g_eager):
         torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiling_ahead_changes_nothing():
+    """compile_ahead (hardware.compile: compiling before the training clock starts) leaves the
+    weights, their gradients and the run's generator as they were, and a step after it is the step
+    that would have come without it."""
+    cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0, "batch_size": 32},
+                            "dataset": {"n": 4, "lam": 0.5}, "hardware": {"compile": True}})
+    steps = []
+    for ahead in (False, True):
+        torch.manual_seed(0)
+        model, diffusion = EnergyMLP(4, 32, 16), Diffusion(cosine_schedule(10))
+        strategy, generator = build_strategy("adversarial"), torch.Generator().manual_seed(2)
+        before = copy.deepcopy(model.state_dict())
+        if ahead:
+            assert compile_ahead(model, diffusion, strategy, cfg, torch.device("cpu")) > 0
+            assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+            assert all(q.grad is None for q in model.parameters())
+            assert torch.equal(generator.get_state(), torch.Generator().manual_seed(2).get_state())
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        problems = spd_batch(4, 32, 0.5, generator)
+        train_step(model, diffusion, strategy, optimizer, problems, cfg, generator)
+        steps.append(model.state_dict())
+    for k in steps[0]:
+        assert torch.equal(steps[0][k], steps[1][k]), k

@@ -62,11 +62,12 @@ def test_energy_is_non_negative_and_table_conditioning_equals_per_sample():
     t = torch.tensor([0, 1, 1, 4, 9, 9])
     table = model.conditioning(torch.arange(10))
     assert (model(x, y, t) >= 0).all()
-    torch.testing.assert_close(model.energy(x, y, table[t]), model(x, y, t))
-    # bind_levels looks the rows up itself: same energy, and the same gradient reaches the table
     e_rows = model.energy(x, y, table[t])
+    torch.testing.assert_close(e_rows, model(x, y, t))
+    # bind_levels looks the rows up itself: the same energy, bit for bit, and the same gradient
+    # reaches the table
     e_levels = model.bind_levels(x, table, t).energy(y)
-    torch.testing.assert_close(e_levels, e_rows, rtol=1e-14, atol=0)
+    assert torch.equal(e_levels, e_rows)
     g_rows, = torch.autograd.grad(e_rows.square().sum(), table)
     g_levels, = torch.autograd.grad(e_levels.square().sum(), table)
     torch.testing.assert_close(g_levels, g_rows, rtol=1e-12, atol=1e-15)
@@ -137,7 +138,7 @@ def test_adversarial_negatives_never_raise_the_energy():
     bound = 2 * diffusion.sqrt_ac[batch.t]
     moved = (z != start).any(dim=1)
     assert (z[moved].abs() <= bound[moved] + 1e-6).all()
-    neg = miner.negatives(model, diffusion, batch)
+    neg = miner.negatives(diffusion, batch)
     assert neg.abs().max() <= 2.0
     # the weights' flags are back as they were
     assert all(p.requires_grad for p in model.parameters())
@@ -149,7 +150,7 @@ def test_random_negatives_do_not_depend_on_the_model(source):
     m1, m2 = _model(seed=1, dtype=torch.float32), _model(seed=2, dtype=torch.float32)
     (b1, *_), (b2, *_) = _mining_batch(m1, diffusion), _mining_batch(m2, diffusion)
     miner = RandomNegatives(source)
-    n1, n2 = miner.negatives(m1, diffusion, b1), miner.negatives(m2, diffusion, b2)
+    n1, n2 = miner.negatives(diffusion, b1), miner.negatives(diffusion, b2)
     assert torch.equal(n1, n2)
     # wrong answers: no negative equals its own target
     assert ((n1 - b1.y).abs().amax(dim=1) > 0).all()
@@ -161,6 +162,28 @@ def test_registry_is_the_list_of_strategies_and_bad_names_fail_clearly():
     assert sorted(STRATEGIES) == group_choices("mining")
     with pytest.raises(ValueError, match="bogus.*adversarial, none, random|bogus.*none, random, adversarial"):
         build_strategy("bogus")
+
+
+def test_negatives_are_constants_of_the_loss():
+    """A strategy that evaluates the model still hands back negatives with no graph to the weights:
+    training calls it without gradients (the energy term pushes on E at the negatives, not on
+    how they were found)."""
+    from omegaconf import OmegaConf
+
+    from ired_mining.train import step_loss
+
+    class EnergyScaled:
+        def negatives(self, diffusion, batch):
+            out = batch.y * (1 + 0.01 * batch.energy.energy(batch.y)[:, None])
+            self.required_grad = out.requires_grad
+            return out
+
+    model, strategy = _model(dtype=torch.float32), EnergyScaled()
+    p = spd_batch(3, 16, 0.5, torch.Generator().manual_seed(0))
+    cfg = OmegaConf.create({"mining": {"weight": 0.5}})
+    loss, stats = step_loss(model, Diffusion(cosine_schedule(10)), strategy, p, cfg, torch.Generator().manual_seed(5))
+    assert strategy.required_grad is False and loss.requires_grad
+    assert "loss/energy" in stats
 
 
 def test_none_adds_no_energy_term():

@@ -34,9 +34,13 @@ def spd_batch(n: int, batch: int, lam: float, generator: torch.Generator) -> Pro
     # Cholesky is the cheap, stable route to the inverse of an SPD matrix. Its _ex form skips the
     # success check, which would make a GPU wait for the host; A ⪰ λI > 0 cannot fail it.
     y = torch.cholesky_inverse(torch.linalg.cholesky_ex(a).L)
-    # Cast first, to a row-major copy (the inverse comes back column-major): one pass, not two.
-    flat = lambda m: rearrange(m.to(torch.float32, memory_format=torch.contiguous_format), "b n m -> b (n m)")  # noqa: E731
-    return Problems(flat(a), flat(y))
+    return Problems(_flat32(a), _flat32(y))
+
+
+def _flat32(m: torch.Tensor) -> torch.Tensor:
+    """(batch, n, n) float64 → (batch, n*n) float32. Cast first, into a row-major copy (an inverse
+    comes back column-major): one pass over the data, not a reshaping copy and then a cast."""
+    return rearrange(m.to(torch.float32, memory_format=torch.contiguous_format), "b n m -> b (n m)")
 
 
 def fixed_set(n: int, size: int, lam: float, seed: int) -> Problems:

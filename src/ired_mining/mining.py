@@ -1,7 +1,7 @@
 """Negative mining and the contrastive energy loss (ired.md §4).
 
-A strategy is a small object with one method, `negatives`, which returns wrong answers ŷ⁻ in answer
-space (or None: no energy term). `STRATEGIES` is the single list of valid names.
+A strategy is a small object with one method, `negatives(diffusion, batch)`, which returns wrong
+answers ŷ⁻ in answer space (or None: no energy term). `STRATEGIES` is the single list of valid names.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from ired_mining.diffusion import Diffusion
-from ired_mining.model import BoundEnergy, EnergyMLP
+from ired_mining.model import BoundEnergy
 
 
 @dataclass
 class MiningBatch:
-    """What a strategy may look at: y ↦ E(x, y, t) for the batch's problems and levels (detached:
-    mining sends no gradient to the weights), the answers, the levels, the shared noise ε'."""
+    """What a strategy may look at: y ↦ E(x, y, t) for the batch's problems and levels (its model is
+    `energy.model`), the answers, the levels, the shared noise ε', and the run's generator (draw
+    random numbers from it, so that the seed fixes them). Training calls `negatives` under
+    torch.no_grad: the negatives are constants of the loss."""
 
     energy: BoundEnergy
     y: torch.Tensor
@@ -30,7 +32,7 @@ class MiningBatch:
 class NoNegatives:
     """`none`: plain diffusion training, L = L_mse."""
 
-    def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> None:
+    def negatives(self, diffusion: Diffusion, batch: MiningBatch) -> None:
         return None
 
 
@@ -45,7 +47,7 @@ class RandomNegatives:
 
     source: str = "derangement"
 
-    def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
+    def negatives(self, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
         if self.source == "derangement":
             return batch.y.roll(1, dims=0)
         sigma = batch.y.square().mean().sqrt()
@@ -61,7 +63,7 @@ class AdversarialNegatives:
     step_scale: float = 1.0
     corruption: float = 3.0
 
-    def negatives(self, model: EnergyMLP, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
+    def negatives(self, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
         z = diffusion.noise(batch.y, batch.t, batch.eps, eps_scale=self.corruption)
         z, _ = diffusion.descend(batch.energy, z, batch.t, self.steps, self.step_scale)
         return (z / diffusion.sqrt_ac[batch.t]).clamp(-diffusion.clamp, diffusion.clamp)

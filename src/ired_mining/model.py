@@ -15,6 +15,7 @@ instead of running autograd's double backward.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +83,7 @@ class EnergyMLP(nn.Module):
         would concatenate the four gradients back into whole rows on the way back."""
         return self._bound(x, [F.embedding(t, part) for part in table.chunk(4, dim=-1)])
 
-    def _bound(self, x: torch.Tensor, maps) -> BoundEnergy:
+    def _bound(self, x: torch.Tensor, maps: Sequence[torch.Tensor]) -> BoundEnergy:
         w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
         return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, *maps)
 
@@ -148,7 +149,7 @@ class _SiluGrad(torch.autograd.Function):
 
 @dataclass(frozen=True)
 class BoundEnergy:
-    """y ↦ E(x, y, t) for one batch of problems and levels; made by `EnergyMLP.bind`.
+    """y ↦ E(x, y, t) for one batch of problems and levels; made by `EnergyMLP.bind` or `bind_levels`.
 
     Holds what a forward pass can compute before it sees y: the x half of the first layer and the
     affine maps of the FiLM layers for each sample's level (or one row broadcast over the batch).
@@ -167,8 +168,9 @@ class BoundEnergy:
         return BoundEnergy(self.model, self.x_proj, self.w1y, *cond.chunk(4, dim=-1))
 
     def detached(self) -> BoundEnergy:
-        """The same function cut from the graph that made its tensors (mining reuses training's
-        x projection and conditioning rows without sending gradients through them)."""
+        """The same function with its x projection, W1_y and FiLM maps cut from the graph that made
+        them (mining reuses training's). The other weights are read from the model as they are:
+        evaluate it without gradients to build no graph at all."""
         parts = (self.x_proj, self.w1y, self.scale2, self.shift2, self.scale3, self.shift3)
         return BoundEnergy(self.model, *(v.detach() for v in parts))
 
