@@ -11,10 +11,10 @@ inner steps, and data generation; counts the FLOPs of each with torch.utils.flop
 the same run, measures the device's dense fp32 matmul rate, so every rate is also a fraction of it.
 Training at batch 2048 with adversarial negatives, the sampler and the data are also timed against
 the straightforward version of the same math (scripts/yardstick.py), interleaved call by call so
-that both see the same machine, and checked to agree with it. That training step is also timed with
-hardware.compile the other way (compiled, unless the overrides compile already), in the same rounds,
-and on a CPU profiled once to show where its time goes (matmuls, random numbers, the data's batched
-Cholesky, everything else).
+that both see the same machine, and checked to agree with it. The adversarial step is also timed
+with hardware.compile the other way (compiled, unless the overrides compile already) in the same
+rounds, at each batch size, and at batch 2048 on a CPU profiled once to show where its time goes
+(matmuls, random numbers, the data's batched Cholesky, everything else).
 
 The config is the product's own, composed by Hydra from ired_mining.conf: the figures are those of
 the defaults (n = 20, hidden 512, T = 10, K = 2, 5 inner sampler steps) unless overrides are given
@@ -160,9 +160,9 @@ def compiles(cfg) -> bool:
 
 
 def with_compile(cfg, on: bool):
-    """The config with hardware.compile on or off. FLOPs are counted on the eager step (the same
-    math): a compiled function once run under FlopCounterMode measured ~20 % slower for the rest of
-    the process."""
+    """The config with hardware.compile on or off. FLOPs are always counted on an eager step (the
+    same math): a compiled function once run under FlopCounterMode measured ~20 % slower for the
+    rest of the process."""
     return OmegaConf.merge(cfg, {"hardware": {"compile": on}})
 
 
@@ -286,39 +286,37 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
     for name in STRATEGIES:
         cfg = compose_cfg(device.type, name, overrides)
         for batch in plan.batches:
-            also = []  # the adversarial step at the largest batch, compiled the other way
-            memory.reset()
-            product = Trainer(cfg, batch)
-            product.step()  # warm-up: first-call allocations, thread pools, compiling
             flops = count_flops(Trainer(with_compile(cfg, False), batch).step)
+            memory.reset()
+            runs = {"product": Trainer(cfg, batch)}
+            runs["product"].step()  # warm-up: first-call allocations, thread pools, compiling
             record = {"kind": "train", "strategy": name, "batch": batch, "compile": compiles(cfg),
                       "flops_per_step": flops, "peak_mem_mib": memory.peak_mib()}
+            rounds = plan.calls[batch]
             if name == "adversarial" and batch == max(plan.batches):
                 memory.reset()
-                plain = PlainTrainer(cfg, batch, steps=plan.yardstick_calls + 2)
-                plain.step()
-                record |= {"yardstick_flops_per_step": count_flops(plain.step),
+                runs["plain"] = PlainTrainer(cfg, batch, steps=plan.yardstick_calls + 2)
+                runs["plain"].step()
+                record |= {"yardstick_flops_per_step": count_flops(runs["plain"].step),
                            "yardstick_peak_mem_mib": memory.peak_mib()}
-                # The same step with hardware.compile the other way, timed in the same rounds.
-                flipped = Trainer(with_compile(cfg, not compiles(cfg)), batch)
-                flipped.step()
-                t = meter.interleaved({"product": product.step, "plain": plain.step, "flipped": flipped.step},
-                                      plan.yardstick_calls, gpu_calls)
-                record |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t["product"]}
-                also = [{"kind": "train", "strategy": name, "batch": batch, "compile": not compiles(cfg),
-                         "flops_per_step": flops, "steps_per_s": 1 / t["flipped"],
-                         "step_ms": 1e3 * t["flipped"], "flops_per_s": flops / t["flipped"],
-                         "speedup_vs_yardstick": t["plain"] / t["flipped"]}]
-                del plain, flipped
-                if device.type == "cpu":
-                    record["breakdown"] = breakdown(product.step, plan.profile_calls, flops)
-            else:
-                t = meter.interleaved({"product": product.step}, plan.calls[batch], gpu_calls)
-            sec = t["product"]
-            record |= {"steps_per_s": 1 / sec, "step_ms": 1e3 * sec, "flops_per_s": flops / sec}
-            records += [record, *also]
-            log(f"train {name:11s} batch {batch:5d}: {1 / sec:7.2f} steps/s")
-            del product
+                rounds = plan.yardstick_calls
+            if name == "adversarial":  # the same step with hardware.compile the other way
+                runs["flipped"] = Trainer(with_compile(cfg, not compiles(cfg)), batch)
+                runs["flipped"].step()
+            t = meter.interleaved({k: run.step for k, run in runs.items()}, rounds, gpu_calls)
+            timed = {"product": record}
+            if "flipped" in t:
+                timed["flipped"] = {"kind": "train", "strategy": name, "batch": batch,
+                                    "compile": not compiles(cfg), "flops_per_step": flops}
+            for key, r in timed.items():
+                r |= {"steps_per_s": 1 / t[key], "step_ms": 1e3 * t[key], "flops_per_s": flops / t[key]}
+                if "plain" in t:
+                    r |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t[key]}
+            if "plain" in t and device.type == "cpu":
+                record["breakdown"] = breakdown(runs["product"].step, plan.profile_calls, flops)
+            records += timed.values()
+            log(f"train {name:11s} batch {batch:5d}: {1 / t['product']:7.2f} steps/s")
+            del runs
             meter.sample_matmul()
         if name == "adversarial":
             checks["train"] = agreement(cfg, min(plan.batches), device)
@@ -477,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="fewer calls, sampler at batch 256 (≤ 3 min on 2 cores)")
+    mode.add_argument("--quick", action="store_true", help="fewer calls, sampler at batch 256 (~30 s on 2 cores)")
     mode.add_argument("--tiny", action="store_true", help="a toy model (n=4, hidden 32): seconds, for tests")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is visible")
