@@ -143,7 +143,11 @@ def test_bench_tiny_writes_the_records(tmp_path):
         eager = next(e for e in train if (e["strategy"], e["batch"], e["compile"]) == ("adversarial", r["batch"], False))
         assert r["flops_per_step"] == eager["flops_per_step"] and r["steps_per_s"] > 0
     assert "speedup_vs_yardstick" in compiled[1] and "speedup_vs_yardstick" not in compiled[0]
-    assert len([t for t in result["targets"] if t["name"].startswith("training FLOP/s")]) == 2
+    assert len([t for t in result["targets"] if t["name"].startswith("training FLOP/s")]) == 4
+    # at the largest batch the limit is also timed in the same rounds as the steps
+    for r in (r for r in train if r["strategy"] == "adversarial" and r["batch"] == 64):
+        assert r["fraction_of_matmul_same_rounds"] == pytest.approx(r["flops_per_s"] / r["matmul_flops_per_s_same_rounds"])
+        assert r["matmul_flops_per_s_same_rounds"] > 0
     # where the time of the adversarial step at the largest batch goes: its matmuls are a part of it
     (profiled,) = [r for r in train if "breakdown" in r]
     assert (profiled["strategy"], profiled["batch"], profiled["compile"]) == ("adversarial", 64, False)
