@@ -172,7 +172,7 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     except ConfigError as err:
         raise EvalError(str(err).replace("use hardware=cpu or hardware=auto", "add hardware.device=cpu")) from None
     configure_backend(cfg, device)
-    model = build_model(cfg.model.name, cfg.dataset.n, hidden=cfg.model.hidden, time_dim=cfg.model.time_dim)
+    model = build_model(cfg)
     model.load_state_dict(ema_weights(state))
     return LoadedRun(model.to(device).eval(), build_diffusion(cfg, device), cfg, checkpoints[-1], int(state["step"]))
 

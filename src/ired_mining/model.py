@@ -211,8 +211,10 @@ class BoundEnergy:
 MODELS = {"mlp": EnergyMLP}
 
 
-def build_model(name: str, n: int, **kwargs) -> EnergyMLP:
-    if name not in MODELS:
-        raise ValueError(f"model.name={name!r} is unknown; choose one of: {', '.join(MODELS)}")
-    return MODELS[name](n, **kwargs)
+def build_model(cfg) -> EnergyMLP:
+    """The model a composed config's `model` and `dataset` groups describe (on the CPU)."""
+    m = cfg.model
+    if m.name not in MODELS:
+        raise ValueError(f"model.name={m.name!r} is unknown; choose one of: {', '.join(MODELS)}")
+    return MODELS[m.name](cfg.dataset.n, hidden=m.hidden, time_dim=m.time_dim)
 

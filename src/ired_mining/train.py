@@ -204,8 +204,7 @@ class Run:
         configure_backend(cfg, self.device)
 
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model.name, cfg.dataset.n, hidden=cfg.model.hidden,
-                                 time_dim=cfg.model.time_dim).to(self.device)
+        self.model = build_model(cfg).to(self.device)
         self.ema = AveragedModel(self.model, avg_fn=ema_avg_fn(cfg.ema.every, cfg.ema.warmup,
                                                                cfg.ema.power, cfg.ema.max_decay))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
