@@ -404,12 +404,6 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         # With hardware.tf32 the training's matmuls and the limit's run in TF32 alike.
         info |= {"gpu": torch.cuda.get_device_name(device), "tf32": torch.backends.cuda.matmul.allow_tf32}
-    else:
-        try:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                               if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
     return info
 
 
