@@ -212,7 +212,7 @@ def test_none_adds_no_energy_term():
     t = torch.randint(0, 10, (16,), generator=g)
     eps = torch.randn(p.y.shape, generator=g)
     cond = model.conditioning(diffusion.levels)[t]
-    loss = diffusion.denoising_loss(model, p.x, diffusion.noise(p.y, t, eps), cond, eps).mean()
+    loss = diffusion.score_loss(model.bind(p.x, cond), diffusion.noise(p.y, t, eps), eps).mean()
     loss.backward()
     torch.testing.assert_close(torch.cat([q.grad.flatten() for q in model.parameters()]), grads["none"])
 

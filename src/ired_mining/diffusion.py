@@ -55,13 +55,9 @@ class Diffusion:
         """y_t = √ᾱ_t y + s √(1 − ᾱ_t) ε (s = 1 is the forward process)."""
         return torch.addcmul(self.sqrt_ac[t] * y, self.sqrt_1m_ac[t], eps, value=eps_scale)
 
-    def denoising_loss(self, model: EnergyMLP, x: torch.Tensor, y_t: torch.Tensor,
-                       cond: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Per-sample mean over entries of (∇_y E(x, y_t, t) − ε)², differentiable in the weights."""
-        return self.score_loss(model.bind(x, cond), y_t, eps)
-
     def score_loss(self, energy: BoundEnergy, y_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """`denoising_loss` for an energy already bound to its problems and levels."""
+        """The denoising loss: per-sample mean over entries of (∇_y E(x, y_t, t) − ε)², differentiable
+        in the weights; `energy` is y ↦ E(x, y, t) bound to the problems and levels."""
         return (energy.grad(y_t, create_graph=True) - eps).square().mean(dim=-1)
 
     # ---------------------------------------------------------------- energy descent
