@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,8 +72,6 @@ def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
 
 def environment(device: torch.device) -> dict:
     """What ran the job, for the report: versions, device and threads."""
-    import platform
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {"python": platform.python_version(), "torch": torch.__version__, "hydra": hydra.__version__,
             "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
