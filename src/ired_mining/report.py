@@ -71,7 +71,7 @@ def _load_yaml(path: Path) -> dict | list:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """The lines of metrics.jsonl; a torn last line (a job killed mid-write) is skipped."""
     if not path.exists():
         return []
@@ -96,7 +96,7 @@ def read_run(run_dir: Path, root: Path) -> RunRecord:
         path=run_dir,
         config=cfg,
         overrides=list(_load_yaml(overrides_file)) if overrides_file.exists() else [],
-        curve=_read_jsonl(run_dir / "metrics.jsonl"),
+        curve=read_jsonl(run_dir / "metrics.jsonl"),
     )
     final_file = run_dir / "metrics.json"
     if final_file.exists():

@@ -37,7 +37,7 @@ from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
-from ired_mining.report import cpu_model
+from ired_mining.report import cpu_model, read_jsonl
 
 log = logging.getLogger("ired")
 
@@ -252,20 +252,9 @@ class Run:
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines written after the checkpoint we resume from (they will be written again),
         and a last line torn by a kill in the middle of its append."""
-        kept = [rec for rec in self._metric_lines() if rec["step"] <= step]
+        kept = [rec for rec in read_jsonl(self.metrics_path) if rec["step"] <= step]
         if self.metrics_path.exists():
             atomic_write_text(self.metrics_path, "".join(json.dumps(rec) + "\n" for rec in kept))
-
-    def _metric_lines(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # only a torn last line can fail; it is re-written after resuming
-        return records
 
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt_dir, self.step, self.state(), self.cfg.checkpoint.keep)
@@ -348,7 +337,7 @@ class Run:
             # Killed after the final checkpoint but before metrics.json: the final evaluation
             # is already in metrics.jsonl (it precedes the checkpoint); evaluating again would
             # give the same numbers, so reuse them.
-            finals = [rec for rec in self._metric_lines() if rec["step"] == self.step]
+            finals = [rec for rec in read_jsonl(self.metrics_path) if rec["step"] == self.step]
             last = finals[-1] if finals else self.evaluate()
         return last
 
