@@ -68,11 +68,11 @@ class RunDir:
         return self.path / ".hydra"
 
     @property
-    def config(self) -> Path:
+    def config_yaml(self) -> Path:
         return self.hydra_dir / "config.yaml"
 
     @property
-    def overrides(self) -> Path:
+    def overrides_yaml(self) -> Path:
         return self.hydra_dir / "overrides.yaml"
 
     @property
@@ -85,10 +85,12 @@ class RunDir:
 
     @property
     def metrics(self) -> Path:
+        """metrics.jsonl: one line per evaluation."""
         return self.path / "metrics.jsonl"
 
     @property
     def final(self) -> Path:
+        """metrics.json: the final state."""
         return self.path / "metrics.json"
 
     @property

@@ -48,7 +48,7 @@ def load_yaml(path: Path) -> dict | list:
 def read_run(run_dir: Path, root: Path) -> RunRecord:
     """A run directory (one holding .hydra/config.yaml) as a RunRecord."""
     run = RunDir(run_dir)
-    cfg = load_yaml(run.config)
+    cfg = load_yaml(run.config_yaml)
     state = run.final_state()  # never None: the run started
     scaling_file = run.eval_dir / "scaling.json"
     return RunRecord(
@@ -61,7 +61,7 @@ def read_run(run_dir: Path, root: Path) -> RunRecord:
         final=state.summary,
         curve=run.read_metrics(),
         config=cfg,
-        overrides=list(load_yaml(run.overrides)) if run.overrides.exists() else [],
+        overrides=list(load_yaml(run.overrides_yaml)) if run.overrides_yaml.exists() else [],
         scaling=json.loads(scaling_file.read_text()) if scaling_file.exists() else None,
     )
 
@@ -84,7 +84,7 @@ def from_job_state(state: dict, root: Path, defaults: dict) -> RunRecord:
     """A job of sweep.job_states as a RunRecord: read from its directory when it has one, named
     from its overrides when it never started."""
     path = Path(state["dir"])
-    if RunDir(path).config.is_file():
+    if RunDir(path).config_yaml.is_file():
         record = read_run(path, root)
     else:
         seed = _override_value(state["overrides"], "seed")
