@@ -11,6 +11,7 @@ It only reads files and imports nothing that trains, so it runs wherever the run
 copied to, without loading torch. Its modules, in the order the data flows:
 
     records.py     reading runs: each job of the sweep as a RunRecord
+    results.py     the analysis's named records (Stat, Change, SplitResult, ..., Analysis): summary.json's shape
     analysis.py    statistics per strategy over seeds, comparisons with the baseline, the verdict
     provenance.py  the commands, versions and hardware that made the runs
     table.py       the main table, modelled once, rendered to markdown and to the console

@@ -3,7 +3,8 @@ and every run that did not finish."""
 
 from __future__ import annotations
 
-from ired_mining.report.analysis import Analysis, pct
+from ired_mining.report.analysis import pct
+from ired_mining.report.results import Analysis
 from ired_mining.report.table import main_table, to_rich
 from ired_mining.stats import CLEARS, FALLS_SHORT
 
@@ -17,11 +18,12 @@ def print_report(a: Analysis, console) -> None:
         title = (f"final test MSE · {a.n_runs.finished} of {a.n_runs.total} runs finished · "
                  f"change vs {a.baseline} in % [95 % CI]")
         console.print(to_rich(main_table(a, with_timing=False), title))
-    timing = a.final.timing
-    if timing:
-        console.print("ms per step: " + ", ".join(
-            f"{n} {timing[n].seconds_per_step.mean * 1e3:.3g} (mining {pct(timing[n].mining_share, sign=False, digits=0)})"
-            for n in a.strategies))
+    if a.final.timing:
+        parts = []
+        for n in a.strategies:
+            t = a.final.timing[n]
+            parts.append(f"{n} {t.seconds_per_step.mean * 1e3:.3g} (mining {pct(t.mining_share, sign=False, digits=0)})")
+        console.print("ms per step: " + ", ".join(parts))
     style = {CLEARS: "green", FALLS_SHORT: "red"}.get(a.verdict.outcome, "yellow")
     console.print(f"[bold {style}]verdict: {a.verdict.outcome}[/] — " + escape(a.verdict.text.replace("`", "")))
     for line in a.floor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from ired_mining.report.analysis import Analysis, pct
+from ired_mining.report.analysis import pct
+from ired_mining.report.results import Analysis
 from ired_mining.report.table import fmt_change, fmt_stat, main_table, md_table, to_markdown
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ired_mining.report.analysis import BASELINE, TREATMENT, Reference, Scaling
+from ired_mining.report.analysis import BASELINE, TREATMENT
 from ired_mining.report.records import RunRecord
+from ired_mining.report.results import Reference, Scaling
 
 PLOT_DPI = 100
 CURVES_SIZE = (12, 8)       # inches: 1200 × 800 px learning-curve figure

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ired_mining.report.analysis import Analysis, Change, Stat, Timing, pct
+from ired_mining.report.analysis import pct
+from ired_mining.report.results import Analysis, Change, Stat, Timing
 
 
 @dataclass
@@ -124,7 +125,8 @@ def to_rich(t: MainTable, title: str):
         table.add_column(f"{split} MSE", justify="right", no_wrap=True)
         table.add_column(f"vs {t.baseline}, %", justify="right", no_wrap=True)
     for r in t.rows:
-        cells = [c for st, ch in zip(r.mse, r.change) for c in (fmt_stat(st), "baseline" if r.is_baseline else change(ch))]
+        cells = [c for st, ch in zip(r.mse, r.change)
+                 for c in (fmt_stat(st), "baseline" if r.is_baseline else change(ch))]
         table.add_row(f"{r.strategy} ({r.seeds})", *cells)
     for ref in t.references:
         table.add_row(ref.label, *(c for v in ref.mse for c in (f"{v:.4g}", "")), style="dim")
