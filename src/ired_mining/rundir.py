@@ -1,7 +1,8 @@
 """The run directory: its layout, its metrics, its final state and the record of what ran it.
 
-This module is the one owner of that contract. Training writes through it; evaluation, the sweep's
-job table, the report and scripts/bench.py read through it. A run directory holds:
+This module is the one owner of that contract. Training writes through it; evaluation (checkpoints/,
+eval/), the sweep's job table, the report and scripts/bench.py (the CPU's name) read through it.
+A run directory holds:
 
     .hydra/config.yaml, overrides.yaml, hydra.yaml   the composed config (Hydra writes these)
     train.log       everything printed, with times
@@ -24,8 +25,9 @@ included; a new module gets a line here):
     commands    callbacks, eval_cli
     top         train
 
-torch and checkpoint.py are imported only where a run is written or its device named, so reading
-run directories (the report, the sweep's table) does not load torch.
+torch and checkpoint.py (which imports torch) are imported inside the functions that need them:
+writing, listing an incomplete run's checkpoints, naming the device. So the report and the sweep's
+table load without torch, and run wherever run directories were copied to.
 """
 
 from __future__ import annotations
