@@ -43,7 +43,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from ired_mining.data import spd_batch  # noqa: E402
-from ired_mining.report import cpu_model  # noqa: E402
+from ired_mining.rundir import cpu_model  # noqa: E402
 from ired_mining.backend import configure_backend  # noqa: E402
 from ired_mining.train import Run, train_step  # noqa: E402
 

@@ -116,7 +116,7 @@ def test_bad_input_is_one_line_from_the_installed_script(run_dir, tmp_path):
     (("--scaling", "--inner-steps", "a,b"), "--inner-steps=a,b"),
 ])
 def test_bad_input_is_one_line(run_dir, tmp_path, capsys, args, message):
-    from ired_mining.evaluate import main
+    from ired_mining.eval_cli import main
 
     target = str(tmp_path) if message == "no checkpoint" else str(run_dir)
     with pytest.raises(SystemExit) as exit_info:

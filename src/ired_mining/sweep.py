@@ -7,7 +7,7 @@ overrides plus hydra.sweeper.params), expanded the way Hydra's basic sweeper exp
 the way Hydra names their directories. A job that never started is therefore listed as missing,
 never silently absent.
 
-A job's state is read from its run directory (see train.py):
+A job's state is read from its run directory (through ired_mining.rundir):
     finished    metrics.json says finished
     failed      metrics.json says failed; its error line is kept
     incomplete  the job started (.hydra/ exists) but wrote no final state: killed, timed out, or
@@ -17,12 +17,13 @@ A job's state is read from its run directory (see train.py):
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from ired_mining.rundir import RunDir
 
 STATES = ("finished", "failed", "incomplete", "missing")
 
@@ -94,24 +95,8 @@ def job_state(job: Job) -> dict:
     `metrics` is the run's metrics.json (empty unless the job wrote one); `error` is one line,
     empty for a finished job; `job_id` is the launcher's (SLURM's) id of the job, "" if it never ran.
     """
-    final = job.dir / "metrics.json"
-    state, error, metrics = "missing", "", {}
-    if final.is_file():
-        try:
-            metrics = json.loads(final.read_text())
-            status = metrics.get("status")
-        except (ValueError, AttributeError):
-            metrics, status = {}, None
-        if status == "finished":
-            state = "finished"
-        else:
-            state = "failed"
-            error = str(metrics.get("error") or f"{final} holds no readable final state")
-    elif (job.dir / ".hydra").is_dir():
-        state = "incomplete"
-        steps = sorted((job.dir / "checkpoints").glob("step_*.pt"))
-        where = f"last checkpoint {steps[-1].name}" if steps else "no checkpoint"
-        error = f"no final state ({where}): killed, timed out, or still running; see {job.dir / 'train.log'}"
+    final = RunDir(job.dir).final_state()
+    state, error, metrics = (final.status, final.error, final.summary) if final else ("missing", "", {})
     return {"num": job.num, "name": " ".join(job.overrides), "overrides": list(job.overrides),
             "dir": str(job.dir), "job_id": launcher_job_id(job.dir), "state": state, "error": error,
             "metrics": metrics}
@@ -119,7 +104,7 @@ def job_state(job: Job) -> dict:
 
 def launcher_job_id(job_dir: Path) -> str:
     """The launcher's id of the job that last ran in `job_dir` (with SLURM: ARRAYID_TASK), or ""."""
-    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
+    hydra_yaml = RunDir(job_dir).hydra_yaml
     if not hydra_yaml.is_file():
         return ""
     return str(OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id", default="") or "")

@@ -7,15 +7,14 @@
     ired-train hydra.run.dir=outputs/my_run      # run again in the same dir to resume it
 
 A run directory holds the composed config (.hydra/), train.log, metrics.jsonl (one line per
-evaluation), metrics.json (the final state: finished or failed) and checkpoints/.
+evaluation), metrics.json (the final state: finished or failed) and checkpoints/; ired_mining.rundir
+owns that layout.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,15 +28,15 @@ from torch.optim.swa_utils import AveragedModel
 
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
-from ired_mining.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, fingerprint,
-                                    latest_checkpoint, list_checkpoints, restore_rng_state, rng_state, save_checkpoint)
+from ired_mining.checkpoint import (CheckpointError, fingerprint, latest_checkpoint, list_checkpoints,
+                                    restore_rng_state, rng_state, save_checkpoint)
 from ired_mining.config import ConfigError, check_cli_choices, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
-from ired_mining.report import cpu_model, read_jsonl
+from ired_mining.rundir import FAILED, FINISHED, Environment, RunDir
 
 log = logging.getLogger("ired")
 
@@ -68,14 +67,6 @@ def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
         return averaged + (current - averaged) * (1 - decay)
 
     return avg
-
-
-def environment(device: torch.device) -> dict:
-    """What ran the job, for the report: versions, device and threads."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    return {"python": platform.python_version(), "torch": torch.__version__, "hydra": hydra.__version__,
-            "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
-            "host": platform.node()}
 
 
 def compat_fingerprint(cfg: DictConfig) -> str:
@@ -196,9 +187,8 @@ class Run:
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.dir = cfg, Path(run_dir)
-        self.ckpt_dir = self.dir / "checkpoints"
-        self.metrics_path = self.dir / "metrics.jsonl"
-        self.final_path = self.dir / "metrics.json"
+        self.rundir = RunDir(self.dir)
+        self.ckpt_dir = self.rundir.checkpoints
         self.device = pick_device(cfg)
         configure_backend(cfg, self.device)
 
@@ -245,16 +235,9 @@ class Run:
         self.step, self.train_seconds = state["step"], state["train_seconds"]
         self.running = Running({k: v.to(self.device) for k, v in state["running"]["sums"].items()},
                                state["running"]["count"])
-        self._truncate_metrics(self.step)
+        self.rundir.truncate_metrics(self.step)  # the lines after it will be written again
         log.info(f"resumed from step {self.step} ({self.ckpt_dir})")
         return True
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines written after the checkpoint we resume from (they will be written again),
-        and a last line torn by a kill in the middle of its append."""
-        kept = [rec for rec in read_jsonl(self.metrics_path) if rec["step"] <= step]
-        if self.metrics_path.exists():
-            atomic_write_text(self.metrics_path, "".join(json.dumps(rec) + "\n" for rec in kept))
 
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt_dir, self.step, self.state(), self.cfg.checkpoint.keep)
@@ -267,23 +250,20 @@ class Run:
                            c.eval.batch_size, c.eval.seed, c.sampler.step_scale)
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 3), **self.running.means(), **metrics}
         self.running.reset()
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.rundir.append_metrics(record)
         return record
 
     def write_final(self, status: str, **extra) -> dict:
-        summary = {
-            "status": status,
-            "strategy": self.cfg.mining.name,
-            "seed": self.cfg.seed,
-            "step": self.step,
-            "train_seconds": round(self.train_seconds, 3),
-            "seconds_per_step": self.train_seconds / max(self.step, 1),
-            "env": environment(self.device),
+        return self.rundir.write_final(
+            status,
+            strategy=self.cfg.mining.name,
+            seed=self.cfg.seed,
+            step=self.step,
+            train_seconds=round(self.train_seconds, 3),
+            seconds_per_step=self.train_seconds / max(self.step, 1),
+            env=Environment.of(self.device).as_dict(),
             **extra,
-        }
-        atomic_write_json(self.final_path, summary)
-        return summary
+        )
 
     # ------------------------------------------------------------ the loop
 
@@ -337,7 +317,7 @@ class Run:
             # Killed after the final checkpoint but before metrics.json: the final evaluation
             # is already in metrics.jsonl (it precedes the checkpoint); evaluating again would
             # give the same numbers, so reuse them.
-            finals = [rec for rec in read_jsonl(self.metrics_path) if rec["step"] == self.step]
+            finals = [rec for rec in self.rundir.read_metrics() if rec["step"] == self.step]
             last = finals[-1] if finals else self.evaluate()
         return last
 
@@ -352,11 +332,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train (or resume) the run in `run_dir`; returns the final summary written to metrics.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    final_path = run_dir / "metrics.json"
-    previous = json.loads(final_path.read_text()) if final_path.exists() else {}
-    if previous.get("status") == "finished":
+    previous = RunDir(run_dir).final_state()
+    if previous is not None and previous.finished:
         log.info(f"{run_dir} already holds a finished run; leaving it as it is")
-        return previous
+        return previous.summary
 
     run = Run(cfg, run_dir)
     try:
@@ -366,9 +345,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         with Progress(*columns, transient=False) as progress:
             last = run.fit(progress)
     except TrainingDiverged as err:
-        run.write_final("failed", error=str(err))
+        run.write_final(FAILED, error=str(err))
         raise
-    return run.write_final("finished", **{k: v for k, v in last.items() if "/" in k})
+    return run.write_final(FINISHED, **{k: v for k, v in last.items() if "/" in k})
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -394,9 +373,9 @@ def fail(err: Exception, run_dir: Path) -> dict:
     a job of a multirun returns its failure, so the sweep goes on and its end table shows it."""
     message = f"{type(err).__name__}: {err}" if not isinstance(err, (ConfigError, CheckpointError,
                                                                      TrainingDiverged)) else str(err)
-    final = run_dir / "metrics.json"
-    if not final.exists():
-        atomic_write_json(final, {"status": "failed", "error": message})
+    run = RunDir(run_dir)
+    if not run.final.exists():
+        run.write_final(FAILED, error=message)
     if HydraConfig.get().mode.name == "RUN":
         logging.getLogger("ired.file").error(message)  # the run's train.log; the console gets one line
         print(f"ired-train: error: {message}", file=sys.stderr)

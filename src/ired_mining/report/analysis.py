@@ -1,0 +1,253 @@
+"""Analysis: statistics per strategy over seeds, comparisons against the baseline, and the verdict.
+
+Every result is a named record of results.py; summary.json is `Analysis.to_json()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ired_mining.report.provenance import provenance
+from ired_mining.report.records import RunRecord
+from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Problem, Reached,
+                                        Reference, RunCount, Scaling, ScalingCurve, SplitResult, Spread, Stat,
+                                        Timing, Verdict)
+from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bootstrap_relative_change, mean_std, verdict,
+                               welch_relative_change)
+
+BASELINE = "none"           # the strategy every other one is compared with
+TREATMENT = "adversarial"   # the strategy the success criterion is about
+CRITERION = -0.20           # relative change the treatment must reach: ≥ 20 % lower MSE
+PRIMARY_SPLIT = "in_dist"   # the criterion's "test MSE"
+
+
+# ================================================================ statistics per group
+
+def strategy_order(names) -> list[str]:
+    """The baseline first, then the study's order, then anything else alphabetically."""
+    known = [BASELINE, "random", TREATMENT]
+    return [n for n in known if n in names] + sorted(n for n in names if n not in known)
+
+
+def splits_of(runs: list[RunRecord]) -> list[str]:
+    """Evaluation splits in the order the configs list them."""
+    for r in runs:
+        splits = r.config.get("eval", {}).get("splits")
+        if splits:
+            return list(splits)
+    return sorted({k.split("/")[0] for r in runs for k in r.final if k.endswith("/zero_mse")})
+
+
+def value_at(curve: list[dict], key: str, axis: str, limit: float) -> tuple[float, dict | None]:
+    """`key` at the last evaluation whose `axis` (step or train_seconds) is ≤ limit; nan if none."""
+    before = [row for row in curve if row.get(axis, math.inf) <= limit + 1e-9 and key in row]
+    return (float(before[-1][key]), before[-1]) if before else (math.nan, None)
+
+
+def mining_ms(curve: list[dict]) -> float:
+    """Mean mining time per step over a run: each metrics line holds the mean since the previous
+    evaluation, so the lines are weighted by the steps they cover."""
+    total, steps, previous = 0.0, 0, 0
+    for row in curve:
+        if "mine_ms" in row:
+            covered = row["step"] - previous
+            total, steps = total + row["mine_ms"] * covered, steps + covered
+        previous = row["step"]
+    return total / steps if steps else math.nan
+
+
+def summarise(values: list[float]) -> Stat:
+    mean, std, n = mean_std(values)
+    return Stat(mean, std, n, [float(v) for v in values])
+
+
+def spread(values: list[float]) -> Spread:
+    st = summarise(values)
+    return Spread(st.mean, st.std, st.n, st.values, min(values, default=math.nan), max(values, default=math.nan))
+
+
+def compare(values: dict[str, list[float]], baseline: str = BASELINE) -> dict[str, Change]:
+    """Relative change of every strategy's values against the baseline's, both intervals."""
+    if baseline not in values:
+        return {}
+    base = values[baseline]
+    return {name: Change(welch_relative_change(v, base), bootstrap_relative_change(v, base))
+            for name, v in values.items() if name != baseline}
+
+
+def split_result(values: dict[str, list[float]]) -> SplitResult:
+    return SplitResult({name: summarise(v) for name, v in values.items()}, compare(values))
+
+
+def analyse_final(groups: dict[str, list[RunRecord]], splits: list[str]) -> Final:
+    """Final MSE per strategy and split, the changes vs the baseline, time per step and mining cost."""
+    out = {split: split_result({name: [float(r.final.get(f"{split}/mse", math.nan)) for r in runs]
+                                for name, runs in groups.items()})
+           for split in splits}
+    timing = {}
+    for name, runs in groups.items():
+        per_step = summarise([r.final.get("seconds_per_step", math.nan) for r in runs])
+        mine = summarise([mining_ms(r.curve) for r in runs])
+        timing[name] = Timing(per_step, mine, mine.mean / 1e3 / per_step.mean if per_step.mean else math.nan,
+                              summarise([r.final.get("train_seconds", math.nan) for r in runs]))
+    return Final(out, timing)
+
+
+def analyse_at(groups: dict[str, list[RunRecord]], splits: list[str], axis: str, limit: float):
+    """MSE each run had reached at `limit` on `axis` (last evaluation at or before it): the
+    splits' results and how far each strategy had got."""
+    reached = {}
+    for name, runs in groups.items():
+        rows = [value_at(r.curve, f"{splits[0]}/mse", axis, limit)[1] for r in runs]
+        reached[name] = Reached(summarise([row["step"] if row else math.nan for row in rows]),
+                                summarise([row["train_seconds"] if row else math.nan for row in rows]))
+    out = {split: split_result({name: [value_at(r.curve, f"{split}/mse", axis, limit)[0] for r in runs]
+                                for name, runs in groups.items()})
+           for split in splits}
+    return out, reached
+
+
+def equal_steps(groups: dict[str, list[RunRecord]], splits: list[str], finished: list[RunRecord]) -> EqualSteps:
+    """MSE at the step count of the shortest finished run."""
+    common = min(r.final.get("step", 0) for r in finished)
+    out, reached = analyse_at(groups, splits, "step", common)
+    return EqualSteps(common, "step", out, reached, all(r.final.get("step") == common for r in finished))
+
+
+def equal_time(groups: dict[str, list[RunRecord]], splits: list[str], timing: dict[str, Timing]) -> EqualTime:
+    """MSE at the mean training time of the fastest strategy."""
+    fastest = min(groups, key=lambda n: timing[n].train_seconds.mean)
+    limit = timing[fastest].train_seconds.mean
+    out, reached = analyse_at(groups, splits, "train_seconds", limit)
+    return EqualTime(limit, "train_seconds", out, reached, fastest)
+
+
+def references(finished: list[RunRecord], splits: list[str]) -> tuple[dict[str, Reference], list[str]]:
+    """Zero-predictor and exact-solver MSE per split; a warning if runs disagree (then their
+    evaluation sets differ and the runs are not comparable)."""
+    refs, warnings = {}, []
+    for split in splits:
+        median = {}
+        for kind in ("zero_mse", "exact_mse"):
+            values = [r.final[f"{split}/{kind}"] for r in finished if f"{split}/{kind}" in r.final]
+            median[kind] = float(np.median(values)) if values else math.nan
+            if kind == "zero_mse" and values and max(values) - min(values) > 1e-6 * max(abs(max(values)), 1e-12):
+                warnings.append(f"the zero-predictor MSE on {split} differs between runs ({min(values):.4g} to "
+                                f"{max(values):.4g}): their evaluation sets are not the same")
+        refs[split] = Reference(**median)
+    return refs, warnings
+
+
+def varying_settings(finished: list[RunRecord]) -> list[str]:
+    """Config values other than the strategy and seed that differ between runs: the protocol says
+    everything else is equal, so each one found is a warning."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", json.dumps(v, sort_keys=True)
+    # Hardware and the study's own factors may differ; the mining group's options belong to the strategy.
+    seen: dict[str, set] = {}
+    for r in finished:
+        for key, value in flat(r.config):
+            if key != "seed" and not key.startswith(("mining.", "hardware.")):
+                seen.setdefault(key, set()).add(value)
+    return sorted(k for k, v in seen.items() if len(v) > 1)
+
+
+def analyse_scaling(groups: dict[str, list[RunRecord]], splits: list[str]) -> Scaling | None:
+    """Mean, min and max MSE over seeds per strategy and inner-step count, from eval/scaling.json."""
+    out, settings = {}, set()
+    for name, runs in groups.items():
+        with_scaling = [r for r in runs if r.scaling]
+        if not with_scaling:
+            continue
+        steps = sorted({row["inner_steps"] for r in with_scaling for row in r.scaling["results"]})
+        for r in with_scaling:
+            settings.add(json.dumps(r.scaling.get("settings", {}), sort_keys=True))
+        out[name] = ScalingCurve(steps, len(with_scaling), {
+            split: [spread([row[f"{split}/mse"] for r in with_scaling for row in r.scaling["results"]
+                            if row["inner_steps"] == k and f"{split}/mse" in row]) for k in steps]
+            for split in splits})
+    if not out:
+        return None
+    return Scaling(out, [json.loads(s) for s in sorted(settings)])
+
+
+# ================================================================ the verdict
+
+def pct(x: float, sign: bool = True, digits: int = 1) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{100 * x:+.{digits}f} %" if sign else f"{100 * x:.{digits}f} %"
+
+
+def judge(final: Final) -> Verdict:
+    """The verdict on the success criterion, from the primary split's Welch interval."""
+    primary = final.splits.get(PRIMARY_SPLIT, SplitResult({}, {}))
+    change = primary.change.get(TREATMENT)
+    n_t, n_b = (primary.stats[s].n if s in primary.stats else 0 for s in (TREATMENT, BASELINE))
+    if change is None or not change.welch.defined:
+        return Verdict(INCONCLUSIVE, None, None, [n_t, n_b],
+                       f"cannot be judged: it needs ≥ 2 finished seeds of both `{TREATMENT}` and `{BASELINE}` "
+                       f"(there are {n_t} and {n_b}).")
+    welch, boot = change.welch, change.bootstrap
+    outcome = verdict(welch, CRITERION)
+    reason = {CLEARS: f"the whole interval lies at or below {pct(CRITERION)}: the criterion is met.",
+              FALLS_SHORT: f"the whole interval lies above {pct(CRITERION)}: the criterion is not met.",
+              INCONCLUSIVE: f"the interval straddles {pct(CRITERION)}: these seeds neither confirm nor rule "
+                            f"out the criterion (more seeds narrow the interval)."}[outcome]
+    text = (f"in distribution, `{TREATMENT}`'s test MSE differs from `{BASELINE}`'s by {pct(welch.point)} "
+            f"(ratio of geometric means, {n_t} vs {n_b} seeds; 95 % Welch interval {pct(welch.lo)} to "
+            f"{pct(welch.hi)}, {welch.df:.1f} df). The criterion is ≥ {pct(-CRITERION, sign=False, digits=0)} lower; "
+            f"{reason} Bootstrap of the ratio of means: {pct(boot.point)} [{pct(boot.lo)}, {pct(boot.hi)}].")
+    return Verdict(outcome, welch, boot, [n_t, n_b], text)
+
+
+def floor_statements(final: Final, refs: dict[str, Reference]) -> list[str]:
+    """One plain sentence per strategy and split that does not beat the zero predictor."""
+    lines = []
+    for split, part in final.splits.items():
+        zero = refs[split].zero_mse
+        for name, st in part.stats.items():
+            if st.n == 0 or not math.isfinite(zero):
+                continue
+            beating = sum(v < zero for v in st.values if math.isfinite(v))
+            if not st.mean < zero:
+                lines.append(f"`{name}` does not beat the zero predictor on {split}: mean MSE {st.mean:.4g} "
+                             f"against {zero:.4g} for predicting all zeros ({beating} of {st.n} seeds beat it).")
+    return lines
+
+
+# ================================================================ everything
+
+def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysis:
+    finished = [r for r in runs if r.finished]
+    order = strategy_order({r.strategy for r in finished})
+    groups = {name: [r for r in finished if r.strategy == name] for name in order}
+    splits = splits_of(finished or runs)
+    refs, warnings = references(finished, splits)
+    varying = varying_settings(finished)
+    if varying:
+        warnings.append("settings other than strategy and seed differ between runs: " + ", ".join(varying))
+    for r in finished:
+        for split in splits:
+            v = r.final.get(f"{split}/mse", math.nan)
+            if not math.isfinite(v):
+                warnings.append(f"{r.name}: {split}/mse is {v}; left out of that split's statistics")
+    final = analyse_final(groups, splits)
+    return Analysis(
+        sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=TREATMENT,
+        criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(finished), len(runs)),
+        references=refs, final=final, warnings=notes + warnings, verdict=judge(final),
+        floor=floor_statements(final, refs),
+        equal_steps=equal_steps(groups, splits, finished) if finished else None,
+        equal_time=equal_time(groups, splits, final.timing) if finished else None,
+        scaling=analyse_scaling(groups, splits),
+        problems=[Problem(r.name, r.strategy, r.seed, r.status, r.error) for r in runs if not r.finished],
+        provenance=provenance(sweep_dir, runs))

@@ -1,0 +1,128 @@
+"""Plots: learning curves over seeds, and MSE against the sampler's inner steps (the report's and
+ired-eval's). PNG files only, drawn with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ired_mining.report.analysis import BASELINE, TREATMENT
+from ired_mining.report.records import RunRecord
+from ired_mining.report.results import Reference, Scaling
+
+PLOT_DPI = 100
+CURVES_SIZE = (12, 8)       # inches: 1200 × 800 px learning-curve figure
+SCALING_SIZE = (12, 4.5)    # inches: 1200 × 450 px scaling figure
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only: works on a cluster node without a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+COLOURS = {BASELINE: "tab:blue", "random": "tab:orange", TREATMENT: "tab:red"}
+
+
+def log_axis(ax) -> None:
+    """A log y-axis labelled 0.02, 0.3, 4 rather than 2×10⁻², with minor labels only where the
+    axis spans too few decades for the major ones to say anything (LogFormatter decides which)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(Plain())
+    ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
+def colour(name: str, index: int) -> str:
+    return COLOURS.get(name, f"C{(index + 3) % 10}")
+
+
+def band_over_seeds(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per evaluation step: the step, mean train seconds, mean, min and max of `key` over seeds."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        for row in r.curve:
+            if key in row and math.isfinite(row[key]):
+                by_step.setdefault(row["step"], []).append((row["train_seconds"], row[key]))
+    steps = np.array(sorted(by_step), dtype=float)
+    cols = [np.array([[s, v] for s, v in by_step[int(k)]]) for k in steps]
+    secs = np.array([c[:, 0].mean() for c in cols])
+    vals = [c[:, 1] for c in cols]
+    return steps, secs, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]), np.array([v.max() for v in vals])
+
+
+def plot_learning_curves(groups: dict[str, list[RunRecord]], splits: list[str], refs: dict[str, Reference],
+                         path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(splits), 2, figsize=CURVES_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
+    for row, split in enumerate(splits):
+        for col, (xlabel, use_seconds) in enumerate((("optimiser step", False), ("training seconds", True))):
+            ax = axes[row, col]
+            for i, (name, runs) in enumerate(groups.items()):
+                steps, secs, mean, lo, hi = band_over_seeds(runs, f"{split}/mse")
+                if len(steps) == 0:
+                    continue
+                x = secs if use_seconds else steps
+                ax.plot(x, mean, color=colour(name, i), marker="o", ms=3, label=f"{name} ({len(runs)} seeds)")
+                ax.fill_between(x, lo, hi, color=colour(name, i), alpha=0.2, linewidth=0)
+            finish_panel(ax, split, refs[split].zero_mse, xlabel, f"{split}: MSE vs {xlabel}")
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def finish_panel(ax, split: str, zero: float, xlabel: str, title: str) -> None:
+    """The parts every MSE panel shares: the zero predictor's line, log axis, labels, grid, legend."""
+    if math.isfinite(zero):
+        ax.axhline(zero, color="black", ls="--", lw=1, label="zero predictor")
+    log_axis(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{split} MSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+
+
+@dataclass
+class Line:
+    """One curve of a scaling plot: MSE against inner steps, with an optional band over seeds."""
+
+    label: str
+    colour: str
+    steps: list[int]
+    mean: list[float]
+    lo: list[float] | None = None
+    hi: list[float] | None = None
+
+
+def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: Path) -> None:
+    """MSE against the sampler's inner steps, one panel per split (the report's and ired-eval's)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(lines), figsize=SCALING_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
+    for ax, (split, split_lines) in zip(axes[0], lines.items()):
+        for line in split_lines:
+            ax.plot(line.steps, line.mean, color=line.colour, marker="o", label=line.label)
+            if line.lo is not None:
+                ax.fill_between(line.steps, line.lo, line.hi, color=line.colour, alpha=0.2, linewidth=0)
+        finish_panel(ax, split, zero[split], "inner energy-descent steps per level (test time)",
+                     f"{split}: MSE vs test-time inner steps")
+        ax.set_xticks(sorted({k for line in split_lines for k in line.steps}))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scaling(scaling: Scaling, splits: list[str], refs: dict[str, Reference], path: Path) -> None:
+    lines = {split: [Line(f"{name} ({curve.n} runs)", colour(name, i), curve.inner_steps,
+                          *([getattr(p, k) for p in curve.splits[split]] for k in ("mean", "min", "max")))
+                     for i, (name, curve) in enumerate(scaling.strategies.items())]
+             for split in splits}
+    scaling_figure(lines, {split: refs[split].zero_mse for split in splits}, path)

@@ -1,0 +1,121 @@
+"""Reading runs: every job of a sweep (or every run directory below a folder) as a RunRecord.
+
+A run directory is read through ired_mining.rundir; which jobs a sweep asked for, and the state of
+each, come from ired_mining.sweep, so the report and the end-of-sweep table agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ired_mining.rundir import RunDir
+
+
+class ReportError(RuntimeError):
+    """Input the report cannot use; the message is one line for the user."""
+
+
+@dataclass
+class RunRecord:
+    """One job of a sweep as its files tell it. status: finished | failed | incomplete | missing."""
+
+    name: str
+    strategy: str
+    seed: int | None
+    status: str
+    path: Path | None = None
+    error: str = ""
+    final: dict = field(default_factory=dict)        # metrics.json: step, timings, "<split>/<metric>", env
+    curve: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per evaluation
+    config: dict = field(default_factory=dict)       # .hydra/config.yaml, unresolved
+    overrides: list[str] = field(default_factory=list)
+    scaling: dict | None = None                      # eval/scaling.json of ired-eval --scaling
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+
+def load_yaml(path: Path) -> dict | list:
+    # Unresolved: the files keep Hydra's interpolations (${now:...}), which need Hydra to resolve.
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def read_run(run_dir: Path, root: Path) -> RunRecord:
+    """A run directory (one holding .hydra/config.yaml) as a RunRecord."""
+    run = RunDir(run_dir)
+    cfg = load_yaml(run.config_yaml)
+    state = run.final_state()  # never None: the run started
+    scaling_file = run.eval_dir / "scaling.json"
+    return RunRecord(
+        name=str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
+        strategy=str(cfg.get("mining", {}).get("name", "?")),
+        seed=cfg.get("seed"),
+        status=state.status,
+        path=run_dir,
+        error=state.error,
+        final=state.summary,
+        curve=run.read_metrics(),
+        config=cfg,
+        overrides=list(load_yaml(run.overrides_yaml)) if run.overrides_yaml.exists() else [],
+        scaling=json.loads(scaling_file.read_text()) if scaling_file.exists() else None,
+    )
+
+
+def find_runs(sweep_dir: Path) -> list[RunRecord]:
+    """Every run directory at or below `sweep_dir`, in a stable order."""
+    configs = sorted(p for p in sweep_dir.rglob("config.yaml") if p.parent.name == ".hydra")
+    return [read_run(p.parent.parent, sweep_dir) for p in configs]
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    for item in overrides:
+        k, sep, value = item.partition("=")
+        if sep and k.lstrip("+~") == key:
+            return value
+    return None
+
+
+def from_job_state(state: dict, root: Path, defaults: dict) -> RunRecord:
+    """A job of sweep.job_states as a RunRecord: read from its directory when it has one, named
+    from its overrides when it never started."""
+    path = Path(state["dir"])
+    if RunDir(path).config_yaml.is_file():
+        record = read_run(path, root)
+    else:
+        seed = _override_value(state["overrides"], "seed")
+        record = RunRecord(name=path.name, path=None, overrides=list(state["overrides"]), status="missing",
+                           strategy=_override_value(state["overrides"], "mining") or defaults["strategy"],
+                           seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else defaults["seed"])
+    # The sweep module's reading of the state wins: it is the same one the end-of-sweep table shows.
+    record.status, record.error = state["state"], state["error"] or record.error
+    return record
+
+
+def collect(sweep_dir: Path) -> tuple[list[RunRecord], list[str]]:
+    """Every job the sweep asked for (sweep.job_states: finished, failed, incomplete or missing) plus
+    any other run directory found below `sweep_dir`; and notes on what could not be checked."""
+    try:
+        # The sweep module expands the sweep the way Hydra does; it needs a multirun.yaml.
+        from ired_mining.sweep import SweepError, job_states
+    except ImportError:
+        return find_runs(sweep_dir), ["ired_mining.sweep is not installed: jobs that never started cannot be listed"]
+    if not (sweep_dir / "multirun.yaml").is_file():
+        return find_runs(sweep_dir), []
+    try:
+        states = job_states(sweep_dir)
+    except SweepError as err:
+        return find_runs(sweep_dir), [f"the sweep's jobs could not be expanded ({err}); jobs that never "
+                                      "started cannot be listed"]
+    multirun = load_yaml(sweep_dir / "multirun.yaml")
+    defaults = {"strategy": str(multirun.get("mining", {}).get("name", "?")), "seed": multirun.get("seed")}
+    runs = [from_job_state(state, sweep_dir, defaults) for state in states]
+    known = {r.path.resolve() for r in runs if r.path is not None}
+    extra = [r for r in find_runs(sweep_dir) if r.path.resolve() not in known]
+    notes = [f"{len(extra)} run director{'y' if len(extra) == 1 else 'ies'} below {sweep_dir} "
+             "not part of the sweep's definition; included"] if extra else []
+    return runs + extra, notes
