@@ -4,6 +4,7 @@ finished ones, re-launching into the same sweep directory, and submitit_local.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -172,11 +173,17 @@ def test_mixed_sweep_with_a_failing_and_a_missing_job_and_a_relaunch(tmp_path):
     assert finals == {k: v for k, v in cut["metrics"].items() if "/" in k}  # same metrics as before the cut
     assert [r["step"] for r in read_jsonl(sweep / cut["dir"] / "metrics.jsonl")] == [10, 20]
 
-    # Without its record, a glob sweep cannot be expanded again: one line, naming the record.
-    (sweep / RECORD).unlink()
-    rerun = run_cli("python", "-m", "ired_mining.sweep", str(sweep), cwd=tmp_path)
-    assert rerun.returncode == 2 and len(rerun.stderr.strip().splitlines()) == 1, rerun.stderr
-    assert rerun.stderr.startswith("ired_mining.sweep: error: ") and RECORD in rerun.stderr
+    # A record from another launch than multirun.yaml's (a later one with hydra/sweeper=basic) is not
+    # used; without a usable record, a glob sweep cannot be expanded again: one line, naming the record.
+    stale = read_json(sweep / RECORD)
+    stale["task_overrides"] = stale["task_overrides"][:-1]
+    (sweep / RECORD).write_text(json.dumps(stale))
+    for why in ("is not from its launch", "is not there"):
+        rerun = run_cli("python", "-m", "ired_mining.sweep", str(sweep), cwd=tmp_path)
+        assert rerun.returncode == 2 and len(rerun.stderr.strip().splitlines()) == 1, rerun.stderr
+        assert rerun.stderr.startswith("ired_mining.sweep: error: ")
+        assert f"{RECORD}, the jobs Hydra expanded, {why}" in rerun.stderr
+        (sweep / RECORD).unlink(missing_ok=True)
 
 
 @pytest.mark.slow

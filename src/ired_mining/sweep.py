@@ -52,8 +52,9 @@ def expected_jobs(sweep_dir: str | Path) -> list[Job]:
     if not path.is_file():
         raise SweepError(f"{sweep_dir} is not a sweep directory: it holds no multirun.yaml")
     cfg = OmegaConf.load(path)
-    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}))
-    task = OmegaConf.to_container(cfg.hydra.overrides.task)
+    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}),
+                                    resolve=False)
+    task = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)
     try:
         record = read_record(sweep_dir)
     except ValueError as err:

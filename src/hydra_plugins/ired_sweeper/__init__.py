@@ -67,8 +67,10 @@ class RecordingSweeper(BasicSweeper):
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(jobs)]
+        # The definition as multirun.yaml (this same config, saved next) will hold it, unresolved.
         task = OmegaConf.to_container(self.config.hydra.overrides.task, resolve=False)
-        write_record(sweep_dir, jobs, subdirs, task_overrides=task, params=dict(self.params or {}))
+        params = OmegaConf.to_container(self.config.hydra.sweeper.params or OmegaConf.create({}), resolve=False)
+        write_record(sweep_dir, jobs, subdirs, task_overrides=task, params=params)
 
     def _subdir(self, num: int, overrides: List[str]) -> str:
         """The job's run directory below the sweep dir, composed and resolved as the launchers do it
