@@ -105,7 +105,8 @@ def test_an_interval_is_refused_in_one_line(tmp_path):
                    cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-    assert proc.stderr.startswith("ired-train: error: optim.lr=interval(1e-4,1e-3): ") and "Traceback" not in proc.stdout
+    assert proc.stderr.startswith("ired-train: error: optim.lr=interval(1e-4,1e-3): ")
+    assert "Traceback" not in proc.stdout
     assert not sweep.exists()
 
 
