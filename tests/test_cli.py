@@ -95,3 +95,15 @@ def test_wheel_installed_in_fresh_venv_finds_its_configs(tmp_path, tiny):
     assert proc.returncode == 0, proc.stderr
     finals = list((work / "outputs").glob("*/*/metrics.json"))
     assert len(finals) == 1 and read_json(finals[0])["status"] == "finished"
+
+    # The sweeper plugin (hydra_plugins/ired_sweeper) comes from the wheel too, and Hydra finds it: a
+    # glob sweep ends with its table of jobs.
+    where = subprocess.run([str(py), "-c", "import hydra_plugins.ired_sweeper as p; print(p.__file__)"],
+                           capture_output=True, text=True, check=True).stdout
+    assert str(env_dir) in where, where
+    proc = subprocess.run([str(env_dir / "bin" / "ired-train"), "-m", *tiny, "train.steps=4", "train.eval_every=4",
+                           "mining=glob(*,exclude=adversarial)", "hydra.sweep.dir=sweep"],
+                          cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    jobs = read_json(work / "sweep" / "jobs.json")
+    assert [(j["metrics"]["strategy"], j["state"]) for j in jobs] == [("none", "finished"), ("random", "finished")]

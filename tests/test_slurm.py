@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import BIN, TINY, read_json, read_jsonl, run_cli
 from ired_mining.sweep import expected_jobs, job_states, launcher_job_id
@@ -59,15 +60,21 @@ def slurm_ids_of(states: list[dict]) -> list[tuple[str, str]]:
 
 
 def test_sweep_of_strategies_and_seeds_runs_as_slurm_jobs(tmp_path, job_name):
+    """Every strategy (a glob) × 2 seeds (a range): the jobs Hydra expanded, one array task each, listed
+    at the end as Hydra ran them, with the report."""
     sweep = tmp_path / "sweep"
-    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=none,random,adversarial", "seed=0,1", *SLURM_GPU0,
+    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=glob(*)", "seed=range(2)", *SLURM_GPU0,
                    "hardware.partition=gpu", "hydra.launcher.timeout_min=10", f"hydra.launcher.name={job_name}",
                    f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=400, check=True)
     states = job_states(sweep)
     assert [s["state"] for s in states] == ["finished"] * 6
-    assert {(s["metrics"]["strategy"], s["metrics"]["seed"]) for s in states} == {
-        (m, seed) for m in ("none", "random", "adversarial") for seed in (0, 1)}
-    assert "6 finished, 0 failed" in re.sub(r"\s+", " ", proc.stdout)
+    assert [(s["metrics"]["strategy"], s["metrics"]["seed"]) for s in states] == [
+        (m, seed) for m in ("adversarial", "none", "random") for seed in (0, 1)]
+    assert "6 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
+    assert read_json(sweep / "jobs.json") == states and (sweep / "summary.md").is_file()
+    for state in states:  # the job's number and directory, as Hydra gave them inside the SLURM job
+        hydra = OmegaConf.load(Path(state["dir"]) / ".hydra" / "hydra.yaml").hydra
+        assert hydra.job.num == state["num"] and Path(hydra.runtime.output_dir) == Path(state["dir"]).resolve()
 
     # One SLURM job array, one task per job, asked for what the shell said.
     ids = slurm_ids_of(states)

@@ -1,15 +1,20 @@
-"""Multiruns on this machine: the job list from the sweep definition, a failing job among finished
-ones, the end-of-sweep table, re-launching into the same sweep directory, and submitit_local."""
+"""Multiruns on this machine: every form of sweep the basic sweeper accepts, its jobs listed as Hydra
+ran them (jobs.expected.json, jobs.json, jobs.md, the report), a failing and a missing job among
+finished ones, re-launching into the same sweep directory, and submitit_local."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 
+from pathlib import Path
+
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import TINY, read_json, read_jsonl, run_cli
 from ired_mining.callbacks import shield_submitit_requeue
@@ -17,6 +22,92 @@ from ired_mining.sweep import SweepError, expected_jobs, job_states
 
 # TINY without its hardware choice, so a test can pick its own.
 TINY_ANY_HARDWARE = [a for a in TINY if not a.startswith("hardware=")]
+# TINY cut to 4 steps: these sweeps test the job list, not training.
+QUICK = [a for a in TINY if not a.startswith(("train.steps=", "train.eval_every=", "checkpoint.every="))] + [
+    "train.steps=4", "train.eval_every=4", "checkpoint.every=4"]
+RECORD = "jobs.expected.json"
+
+# Each form of sweep the basic sweeper accepts: the shell's sweep arguments, and the overrides that
+# tell its jobs apart, in Hydra's job order (glob lists a group's options sorted; params of a preset
+# come before the shell's arguments).
+FORMS = {
+    "list": (["mining=none,random"], [["mining=none"], ["mining=random"]]),
+    "range": (["seed=range(1,3)"], [["seed=1"], ["seed=2"]]),
+    "glob": (["mining=glob(*)"], [["mining=adversarial"], ["mining=none"], ["mining=random"]]),
+    "choice": (["mining=choice(random,none)"], [["mining=random"], ["mining=none"]]),
+    "sort": (["seed=sort(1,3,2,reverse=true)"], [["seed=3"], ["seed=2"], ["seed=1"]]),
+    "tag": (["seed=tag(seeds,range(2))"], [["seed=0"], ["seed=1"]]),
+    "preset": (["experiment=mining_sweep", "seed=0"], [["mining=none"], ["mining=random"], ["mining=adversarial"]]),
+    "own subdir": (["mining=none,random", "hydra.sweep.subdir=job_${hydra.job.num}"],
+                   [["mining=none"], ["mining=random"]]),
+}
+
+
+def assert_jobs_as_hydra_ran_them(sweep: Path, jobs: list[dict]) -> None:
+    """jobs (jobs.json's list) names exactly the run directories Hydra made, each with the number and
+    overrides Hydra gave that job (read back from what Hydra wrote in it), and jobs.md a row for each."""
+    assert [j["num"] for j in jobs] == list(range(len(jobs)))
+    assert {Path(j["dir"]) for j in jobs} == {p.parent for p in sweep.glob("*/.hydra")}
+    for job in jobs:
+        hydra = OmegaConf.load(Path(job["dir"]) / ".hydra" / "hydra.yaml").hydra
+        assert hydra.job.num == job["num"]
+        assert Path(hydra.runtime.output_dir) == Path(job["dir"]).resolve()
+        assert list(OmegaConf.load(Path(job["dir"]) / ".hydra" / "overrides.yaml")) == job["overrides"]
+    table = (sweep / "jobs.md").read_text()
+    assert all(f"| {Path(j['dir']).name} |" in table for j in jobs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", FORMS)
+def test_each_sweep_form_lists_its_jobs_as_hydra_ran_them(tmp_path, form):
+    sweep_args, expected = FORMS[form]
+    sweep = tmp_path / "sweep"
+    shell = [*QUICK, *sweep_args, f"hydra.sweep.dir={sweep}"]
+    proc = run_cli("ired-train", "-m", *shell, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = read_json(sweep / "jobs.json")
+    assert [[o for o in j["overrides"] if o not in shell] for j in jobs] == expected
+    assert [j["state"] for j in jobs] == ["finished"] * len(expected)
+    assert_jobs_as_hydra_ran_them(sweep, jobs)
+    if form == "own subdir":
+        assert [Path(j["dir"]).name for j in jobs] == ["job_0", "job_1"]
+    else:  # named from the overrides, without hardware and presets (conf/config.yaml's exclude_keys)
+        for job, varying in zip(jobs, expected):
+            name = Path(job["dir"]).name.split(",")
+            assert set(varying) <= set(name) and not any(o.startswith(("hardware=", "experiment=")) for o in name)
+    assert f"{len(expected)} finished, 0 failed" in re.sub(r"\s+", " ", proc.stdout)
+    assert (sweep / "summary.md").is_file()
+
+    # A sweep dir without the record (an older ired-train's) is expanded again from multirun.yaml:
+    # the same jobs, but for glob, which only the launching Hydra can expand.
+    (sweep / RECORD).rename(tmp_path / RECORD)
+    if form == "glob":
+        with pytest.raises(SweepError, match=f"ConfigLoader.*{RECORD}.*is not there"):
+            expected_jobs(sweep)
+    else:
+        assert [str(j.dir) for j in expected_jobs(sweep)] == [j["dir"] for j in jobs]
+
+
+@pytest.mark.slow
+def test_shuffled_sweep_keeps_hydras_job_numbers(tmp_path):
+    """shuffle() orders the jobs at random: the list is Hydra's own, not a second expansion."""
+    sweep = tmp_path / "sweep"
+    run_cli("ired-train", "-m", *QUICK, "seed=shuffle(range(4))", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+            check=True)
+    jobs = read_json(sweep / "jobs.json")
+    assert sorted(o for j in jobs for o in j["overrides"] if o.startswith("seed=")) == [f"seed={i}" for i in range(4)]
+    assert_jobs_as_hydra_ran_them(sweep, jobs)
+
+
+def test_an_interval_is_refused_in_one_line(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("ired-train", "-m", *QUICK, "optim.lr=interval(1e-4,1e-3)", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("ired-train: error: optim.lr=interval(1e-4,1e-3): ")
+    assert "Traceback" not in proc.stdout
+    assert not sweep.exists()
 
 
 def test_expected_jobs_raise_one_line_for_a_directory_that_is_no_sweep(tmp_path):
@@ -25,45 +116,55 @@ def test_expected_jobs_raise_one_line_for_a_directory_that_is_no_sweep(tmp_path)
 
 
 @pytest.mark.slow
-def test_failing_job_leaves_the_others_and_a_relaunch_finds_every_job(tmp_path):
-    """The study's grid preset (strategies from hydra.sweeper.params, seed from the shell) crossed with
-    a valid and an invalid learning rate: 3 jobs finish, 3 fail with their error line, the exit code
-    says so. Then one finished job is lost and another interrupted, and the same command re-launched
-    into the same directory runs only what is not done."""
+def test_mixed_sweep_with_a_failing_and_a_missing_job_and_a_relaunch(tmp_path):
+    """The study's grid preset (its hydra.sweeper.params) with a glob, a range and a choice from the
+    shell that replace and extend it: of the 8 jobs, those with a valid learning rate finish, the 4 with
+    lr=-1 fail with their error line, and the exit code says so. Then one finished job is lost and
+    another interrupted: the table sees them missing and incomplete, and the same command re-launched
+    into the same directory runs only what is not done, under the same record."""
     sweep = tmp_path / "sweep"
-    cmd = ["-m", *TINY, "experiment=mining_sweep", "seed=0", "optim.lr=1e-4,-1", f"hydra.sweep.dir={sweep}"]
+    cmd = ["-m", *TINY, "experiment=mining_sweep", "mining=glob(*,exclude=adversarial)", "seed=range(2)",
+           "optim.lr=choice(1e-4,-1)", f"hydra.sweep.dir={sweep}"]
     proc = run_cli("ired-train", *cmd, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
 
-    states = job_states(sweep)
-    assert len(states) == 6  # mining (from the preset) × optim.lr; seed=0 from the shell replaces the preset's
+    states = read_json(sweep / "jobs.json")
+    # The preset's keys first (mining, seed: their values from the shell), then the shell's own.
+    assert [j["overrides"][:2] + j["overrides"][-1:] for j in states] == [
+        [f"mining={m}", f"seed={s}", f"optim.lr={lr}"] for m in ("none", "random") for s in (0, 1)
+        for lr in ("0.0001", "-1")]  # as Hydra spells the values
+    assert_jobs_as_hydra_ran_them(sweep, states)
     by_state = {s: [j for j in states if j["state"] == s] for s in ("finished", "failed")}
-    assert {j["metrics"]["strategy"] for j in by_state["finished"]} == {"none", "random", "adversarial"}
-    assert all("optim.lr=0.0001" in j["overrides"] for j in by_state["finished"])  # as Hydra spells it
-    assert len(by_state["failed"]) == 3
-    assert all(j["error"] == "optim.lr=-1 is invalid; it must be a number > 0" for j in by_state["failed"])
+    assert [j["num"] for j in by_state["finished"]] == [0, 2, 4, 6]
+    assert {(j["metrics"]["strategy"], j["metrics"]["seed"]) for j in by_state["finished"]} == {
+        (m, s) for m in ("none", "random") for s in (0, 1)}
+    assert [j["num"] for j in by_state["failed"]] == [1, 3, 5, 7]
+    assert all("optim.lr=-1" in j["error"] for j in by_state["failed"])
     for job in by_state["finished"]:
         assert read_json(f"{job['dir']}/metrics.json")["step"] == 20
-        assert "mining=" in job["dir"] and "seed=0" in job["dir"]  # named from the overrides
-    # The end table is printed and written; it names the failures with their error.
-    assert "3 finished, 3 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
+    # The end table is printed and written; it names the failures with their error; the report is written.
+    assert "4 finished, 4 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
     table = (sweep / "jobs.md").read_text()
-    assert table.count("| failed |") == 3 and "optim.lr=-1 is invalid" in table
-    assert len(read_json(sweep / "jobs.json")) == 6
+    assert table.count("| failed |") == 4 and "optim.lr=-1" in table
+    assert (sweep / "summary.md").is_file()
+    record = (sweep / RECORD).read_text()
 
     # Lose one finished job, interrupt another after its first checkpoint; the table sees both.
-    lost, cut, kept = by_state["finished"]
+    lost, cut, kept, _ = by_state["finished"]
     shutil.rmtree(lost["dir"])
     (sweep / cut["dir"] / "metrics.json").unlink()
     (sweep / cut["dir"] / "checkpoints" / "step_000000020.pt").unlink()
-    states_now = {j["num"]: j["state"] for j in job_states(sweep)}
-    assert states_now[lost["num"]] == "missing" and states_now[cut["num"]] == "incomplete"
     rerun = run_cli("python", "-m", "ired_mining.sweep", str(sweep), cwd=tmp_path)
-    assert rerun.returncode == 1 and "missing" in rerun.stdout and "incomplete" in rerun.stdout
+    assert rerun.returncode == 1
+    assert "2 finished, 4 failed, 1 incomplete, 1 missing" in re.sub(r"\s+", " ", rerun.stdout)
+    states_now = {j["num"]: j["state"] for j in read_json(sweep / "jobs.json")}
+    assert states_now[lost["num"]] == "missing" and states_now[cut["num"]] == "incomplete"
+    assert {j["num"]: j["state"] for j in job_states(sweep)} == states_now  # what ired-report reads
 
     kept_before = (sweep / kept["dir"] / "metrics.json").read_text()
     proc = run_cli("ired-train", *cmd, cwd=tmp_path)
     assert proc.returncode == 1  # the invalid learning rate fails again
+    assert (sweep / RECORD).read_text() == record  # the same launch, the same record
     after = {j["num"]: j for j in job_states(sweep)}
     assert [after[j["num"]]["state"] for j in (lost, cut, kept)] == ["finished"] * 3
     assert (sweep / kept["dir"] / "metrics.json").read_text() == kept_before  # left as it was
@@ -73,16 +174,34 @@ def test_failing_job_leaves_the_others_and_a_relaunch_finds_every_job(tmp_path):
     assert finals == {k: v for k, v in cut["metrics"].items() if "/" in k}  # same metrics as before the cut
     assert [r["step"] for r in read_jsonl(sweep / cut["dir"] / "metrics.jsonl")] == [10, 20]
 
+    # A record from another launch than multirun.yaml's (a later one with hydra/sweeper=basic) is not
+    # used; without a usable record, a glob sweep cannot be expanded again: one line, naming the record.
+    stale = read_json(sweep / RECORD)
+    stale["task_overrides"] = stale["task_overrides"][:-1]
+    (sweep / RECORD).write_text(json.dumps(stale))
+    for why in ("is not from its launch", "is not there"):
+        rerun = run_cli("python", "-m", "ired_mining.sweep", str(sweep), cwd=tmp_path)
+        assert rerun.returncode == 2 and len(rerun.stderr.strip().splitlines()) == 1, rerun.stderr
+        assert rerun.stderr.startswith("ired_mining.sweep: error: ")
+        assert f"{RECORD}, the jobs Hydra expanded, {why}" in rerun.stderr
+        (sweep / RECORD).unlink(missing_ok=True)
+
 
 @pytest.mark.slow
 def test_sweep_through_submitit_local(tmp_path):
-    """3 strategies × 2 seeds, each job a separate process started by submitit on this machine."""
+    """Every strategy (a glob) × 2 seeds (a range), each job a separate process started by submitit on
+    this machine; the end table and the report list them as Hydra expanded them."""
     sweep = tmp_path / "sweep"
-    run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=none,random,adversarial", "seed=0,1",
-            "hardware=submitit_local", "hardware.device=cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-            check=True)
-    states = job_states(sweep)
+    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=glob(*)", "seed=range(2)",
+                   "hardware=submitit_local", "hardware.device=cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                   check=True)
+    assert "6 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
+    states = read_json(sweep / "jobs.json")
+    assert [[o for o in j["overrides"] if o.startswith(("mining=", "seed="))] for j in states] == [
+        [f"mining={m}", f"seed={s}"] for m in ("adversarial", "none", "random") for s in (0, 1)]
     assert [j["state"] for j in states] == ["finished"] * 6
+    assert_jobs_as_hydra_ran_them(sweep, states)
+    assert (sweep / "summary.md").is_file()
     assert {(j["metrics"]["strategy"], j["metrics"]["seed"]) for j in states} == {
         (m, s) for m in ("none", "random", "adversarial") for s in (0, 1)}
     for job in states:

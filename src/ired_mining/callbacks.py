@@ -3,7 +3,8 @@ study's report), and a guard for submitit's requeue at the start of each SLURM j
 
 Registered in conf/config.yaml under hydra.callbacks. Hydra calls on_multirun_end in the launching
 process once the launcher has the results of all jobs (basic launcher and submitit alike), and
-on_job_start inside each job.
+on_job_start inside each job. The jobs listed are those Hydra expanded at launch, as the sweeper
+recorded them (hydra_plugins/ired_sweeper, read through sweep.job_states).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ired_mining.sweep import job_states, print_table, unfinished, write_tables
+from ired_mining.sweep import SweepError, job_states, print_table, unfinished, write_tables
 
 log = logging.getLogger("ired")
 
@@ -41,7 +42,11 @@ class SweepSummary(Callback):
         # Hydra turns an exception in a callback into a warning and exits 0, so a broken summary
         # is recorded as a failure here rather than lost.
         _last_unfinished = [f"the summary of {sweep_dir}"]
-        states = job_states(sweep_dir)
+        try:
+            states = job_states(sweep_dir)
+        except SweepError as err:
+            log.error(f"no table of the sweep's jobs: {err}")
+            return
         print_table(states, sweep_dir)
         write_tables(states, sweep_dir)
         _last_unfinished = [s["name"] for s in unfinished(states)]

@@ -2,10 +2,13 @@
 
     python -m ired_mining.sweep multirun/2026-01-01/12-00-00     # the table of job states, again
 
-The jobs come from the sweep's own definition in <sweep dir>/multirun.yaml (the command line's task
-overrides plus hydra.sweeper.params), expanded the way Hydra's basic sweeper expands them and named
-the way Hydra names their directories. A job that never started is therefore listed as missing,
-never silently absent.
+The jobs are those Hydra itself expanded at launch: ired-train's sweeper records each job's number,
+overrides and run directory in <sweep dir>/jobs.expected.json before any job starts (jobs_record.py),
+so every form the basic sweeper accepts (value lists, range, glob, choice, sort, shuffle, presets that
+set hydra.sweeper.params, and their mixtures) is listed as it ran. A job that never started is
+therefore listed as missing, never silently absent. A sweep dir without that record (launched before
+it existed, or with another sweeper) is expanded again from its multirun.yaml, which works for every
+form but glob.
 
 A job's state is read from its run directory (through ired_mining.rundir):
     finished    metrics.json says finished
@@ -43,20 +46,40 @@ class Job:
 
 def expected_jobs(sweep_dir: str | Path) -> list[Job]:
     """Every job the sweep in `sweep_dir` defines, in Hydra's job order."""
-    # Hydra internals, pinned by hydra-core<1.4; imported here so that reading states stays light.
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+    from ired_mining.jobs_record import RECORD, matches, read_record
 
     sweep_dir = Path(sweep_dir)
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         raise SweepError(f"{sweep_dir} is not a sweep directory: it holds no multirun.yaml")
     cfg = OmegaConf.load(path)
+    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}),
+                                    resolve=False)
+    task = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)
+    try:
+        record = read_record(sweep_dir)
+    except ValueError as err:
+        raise SweepError(str(err)) from err
+    if record is not None and matches(record, task, params):
+        return [Job(j.num, j.overrides, sweep_dir / j.subdir) for j in record.jobs]
+    try:
+        return _expanded_again(sweep_dir, cfg, params, task)
+    except SweepError as err:
+        why = "is not from its launch" if record is not None else "is not there"
+        raise SweepError(f"{err} ({sweep_dir / RECORD}, the jobs Hydra expanded, {why})") from err
+
+
+def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]:
+    """The jobs of multirun.yaml, expanded again with Hydra's basic sweeper outside the launch: for
+    sweep dirs without a record. Without Hydra's config loader, glob(...) cannot be expanded."""
+    # Hydra internals, pinned by hydra-core<1.4; imported here so that reading states stays light.
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     # The sweeper's params first, then the command line, as BasicSweeper.sweep orders them.
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    args = [f"{k}={v}" for k, v in params.items()] + list(cfg.hydra.overrides.task)
+    args = [f"{k}={v}" for k, v in params.items()] + list(task)
     naming = cfg.hydra.job.config.override_dirname
     parser = OverridesParser.create()
     try:
@@ -67,7 +90,7 @@ def expected_jobs(sweep_dir: str | Path) -> list[Job]:
                                             naming.item_sep, naming.kv_sep)
             jobs.append(Job(num, tuple(overrides), sweep_dir / _subdir(cfg, dirname, num)))
     except HydraException as err:
-        raise SweepError(f"cannot expand the sweep of {path}: {err}") from err
+        raise SweepError(f"cannot expand the sweep of {sweep_dir / 'multirun.yaml'}: {err}") from err
     return jobs
 
 

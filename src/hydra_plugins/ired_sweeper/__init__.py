@@ -1,0 +1,89 @@
+"""The `recording` sweeper of ired-train: Hydra's basic sweeper that writes down the jobs it expanded.
+
+Selected in ired_mining's conf/config.yaml (`override hydra/sweeper: recording`); it accepts what the
+basic sweeper accepts (`hydra.sweeper.params`, `max_batch_size`). Hydra finds it because it lives in
+the `hydra_plugins` namespace package, like every third-party Hydra plugin (submitit's launcher too).
+
+Why: the end-of-sweep table, `python -m ired_mining.sweep DIR` and ired-report must list every job the
+sweep defined, including those that never started. Only the launching Hydra can expand `glob(...)` (it
+needs the config loader) or `shuffle(...)` (random), so the jobs are recorded at the one point where
+Hydra has split the sweep and nothing is written or launched yet: each job's number, overrides and run
+directory, as the launchers will name it, in <sweep dir>/jobs.expected.json (ired_mining.jobs_record).
+"""
+
+# No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
+# dataclasses cannot resolve string annotations.
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.types import Override
+from omegaconf import OmegaConf, open_dict
+
+
+@dataclass
+class RecordingSweeperConf:
+    _target_: str = "hydra_plugins.ired_sweeper.RecordingSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="recording", node=RecordingSweeperConf,
+                             provider="ired_mining")
+
+
+class RecordingSweeper(BasicSweeper):
+    # BasicSweeper.sweep calls self.split_arguments once, after parsing the arguments with the config
+    # loader and before it saves multirun.yaml and launches: the hook where the whole expansion is
+    # known and nothing is on disk yet. (A staticmethod there; an instance method here, to reach the
+    # config loader; only sweep() calls it.)
+    def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
+        for override in overrides:
+            if override.is_sweep_override() and not override.is_discrete_sweep():
+                # Hydra's own refusal is a traceback: say it in one line (the house promise: one line
+                # on stderr, exit 2), before anything is written.
+                print(f"ired-train: error: {override.input_line}: the basic sweeper runs lists of values "
+                      "(a,b,c; range(); glob(); choice(); sort(); shuffle()), not an interval, which only a "
+                      "sampling sweeper draws from", file=sys.stderr)
+                raise SystemExit(2)
+        batches = BasicSweeper.split_arguments(overrides, max_batch_size)
+        jobs = [list(job) for batch in batches for job in batch]
+        self._record(jobs)
+        return batches
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        # Every job was already composed by _record, before anything was written: a job that does not
+        # compose stops the sweep there, as Hydra's own check would, and leaves an earlier launch's
+        # record and multirun.yaml as they were.
+        pass
+
+    def _record(self, jobs: List[List[str]]) -> None:
+        from ired_mining.jobs_record import write_record
+
+        assert self.config is not None and self.hydra_context is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(jobs)]
+        # The definition as multirun.yaml (this same config, saved next) will hold it, unresolved.
+        task = OmegaConf.to_container(self.config.hydra.overrides.task, resolve=False)
+        params = OmegaConf.to_container(self.config.hydra.sweeper.params or OmegaConf.create({}), resolve=False)
+        write_record(sweep_dir, jobs, subdirs, task_overrides=task, params=params)
+
+    def _subdir(self, num: int, overrides: List[str]) -> str:
+        """The job's run directory below the sweep dir, composed and resolved as the launchers do it
+        (Hydra's run_job): hydra.sweep.subdir with this job's override_dirname and number."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=overrides)
+        with open_dict(cfg):
+            # The basic launcher's id; submitit's is the SLURM/local job id, known only once the job
+            # runs, so a subdir made of hydra.job.id is recorded as the basic launcher would name it.
+            cfg.hydra.job.id = num
+            cfg.hydra.job.num = num
+        hydra_cfg = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the subdir, as run_job does
+        try:
+            return str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+        finally:
+            HydraConfig.instance().cfg = hydra_cfg
