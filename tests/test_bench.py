@@ -121,11 +121,16 @@ def test_yardstick_items_are_spd_problems_with_their_inverses():
     torch.testing.assert_close(a @ inv, torch.eye(5, dtype=torch.float64).expand_as(a), atol=1e-4, rtol=0)
 
 
+def result_cpu_name(path: Path) -> str:
+    return json.loads(path.read_text())["machine"]["cpu"]
+
+
 def test_bench_tiny_writes_the_records(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--tiny", "--device", "cpu", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    out, txt = tmp_path / "bench.json", tmp_path / "bench" / "bench.txt"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--tiny", "--device", "cpu", "--json", str(out),
+                           "--txt", str(txt)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "% of matmul" in txt.read_text() and result_cpu_name(out) in txt.read_text()
     result = json.loads(out.read_text())
     train = [r for r in result["records"] if r["kind"] == "train"]
     assert {(r["strategy"], r["batch"]) for r in train} == {(s, b) for s in ("none", "random", "adversarial")
