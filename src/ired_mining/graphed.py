@@ -180,7 +180,7 @@ class CudaGraphs:
             return
         if self.ema_graph is None:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.step_graph.pool()):
+            with torch.cuda.graph(graph):  # its own memory pool: the two replay in no fixed order
                 self.static.ema_update()
             self.ema_graph = graph
         self.ema_graph.replay()
