@@ -303,7 +303,7 @@ def agreement(cfg, batch: int, device: torch.device) -> dict:
 # ================================================================ the run
 
 
-def run(plan: Plan, device: torch.device, log=print) -> dict:
+def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dict:
     overrides = plan.overrides
     base = compose_cfg(device.type, "adversarial", overrides)
     configure_backend(base, device)
@@ -339,7 +339,7 @@ def run(plan: Plan, device: torch.device, log=print) -> dict:
             # The same step with hardware.compile the other way (on a GPU for every strategy), and on a
             # GPU as CUDA graphs (hardware.cuda_graph), compiled as configured and the other way.
             variants = {"flipped": (not compiles(cfg), False)} if name == "adversarial" or gpu else {}
-            if gpu:
+            if gpu and graphs:
                 variants |= {"graphed": (compiles(cfg), True), "graphed_flipped": (not compiles(cfg), True)}
             for key, (compile_on, graph) in variants.items():
                 runs[key] = (GraphedTrainer if graph else Trainer)(with_compile(cfg, compile_on), batch)
@@ -543,6 +543,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--txt", type=Path, help="write the printed report here too (e.g. results/bench/gpu.txt)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is visible")
+    parser.add_argument("--no-graph", action="store_true", help="on a GPU, skip the graphed steps (hardware.cuda_graph)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the product's config")
     args = parser.parse_args(argv)
@@ -554,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--device cuda but no GPU is visible")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(plan, device, log=lambda s: print(s, file=sys.stderr))
+    result = run(plan, device, log=lambda s: print(s, file=sys.stderr), graphs=not args.no_graph)
     print_report(result, args.txt)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -92,27 +91,8 @@ def test_capture_safe_route_on_the_gpu_equals_spd_batch(lam):
     assert ulps.max() <= 1
 
 
-PROBE = textwrap.dedent("""
-    import torch
-    from ired_mining.data import spd_batch
-    g = torch.Generator("cuda").manual_seed(7)
-    graph = torch.cuda.CUDAGraph()
-    graph.register_generator_state(g)
-    spd_batch(20, 64, 0.5, g, capture_safe=True)  # warm-up: cuSOLVER and cuBLAS handles
-    with torch.cuda.graph(graph):
-        out = spd_batch(20, 64, 0.5, g, capture_safe=True)
-    ref = torch.Generator("cuda").manual_seed(7)
-    spd_batch(20, 64, 0.5, ref, capture_safe=True)
-    for _ in range(2):
-        graph.replay()
-        want = spd_batch(20, 64, 0.5, ref, capture_safe=True)
-        assert torch.equal(out.x, want.x) and torch.equal(out.y, want.y)
-    print("captured")
-""")
-
-
 def test_capture_safe_route_is_recorded_and_replayed():
     """In a fresh process (a failed capture leaves the generator unusable): the data route records as
     a CUDA graph, and each replay draws the matrices the next eager draw would."""
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "captured" in proc.stdout, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "ired_mining.graphed"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "records and replays" in proc.stdout, proc.stderr[-2000:]

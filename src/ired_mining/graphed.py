@@ -214,3 +214,35 @@ class StepRunner:
         run.step = until
         s.store_running(run.running)
         return s.first_bad
+
+
+# ================================================================ can this GPU record the data route?
+
+def probe_data_route(n: int = 20, batch: int = 64) -> None:
+    """Record spd_batch's capture-safe route as a CUDA graph and check that each replay draws the
+    matrices the next eager draw would; raises if not. Run it in a process of its own
+    (`python -m ired_mining.graphed`): a failed capture leaves the generator unusable after it."""
+    g = torch.Generator("cuda").manual_seed(7)
+    ref = torch.Generator("cuda").manual_seed(7)
+    spd_batch(n, batch, 0.5, g, capture_safe=True)  # warm-up: cuSOLVER and cuBLAS handles
+    spd_batch(n, batch, 0.5, ref, capture_safe=True)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(g)
+    with torch.cuda.graph(graph):
+        out = spd_batch(n, batch, 0.5, g, capture_safe=True)
+    for _ in range(2):
+        graph.replay()
+        want = spd_batch(n, batch, 0.5, ref, capture_safe=True)
+        if not (torch.equal(out.x, want.x) and torch.equal(out.y, want.y)):
+            raise RuntimeError("a replay of the data route drew other matrices than the eager draw")
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        probe_data_route()
+    except Exception as err:  # noqa: BLE001  any failure means: draw the data outside the graph
+        print(f"the data route cannot be recorded here: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(1)
+    print("the data route records and replays as a CUDA graph: hardware.cuda_graph_data=true works here")
