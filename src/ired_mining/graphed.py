@@ -20,7 +20,8 @@ generator state is the one the graph goes on from, and a resumed run ends where 
 would. The data is drawn inside the graph by a capture-safe route (data.inverse_by_triangular_solve)
 or, with hardware.cuda_graph_data=false, drawn eagerly into static buffers before each replay. That
 choice is config, not a try/except around the capture: a failed capture leaves the generator unusable
-for the rest of the process.
+for the rest of the process. `python -m ired_mining.graphed` asks a GPU, in a process of its own,
+whether it can record the data route (scripts/gpu_check.sh sets the switch from its answer).
 """
 
 from __future__ import annotations
@@ -129,11 +130,13 @@ class StaticStep:
 
 # ================================================================ recording and replaying on CUDA
 
-def make_capturable(optimizer: torch.optim.Optimizer) -> None:
-    """Adam with capturable=True keeps its step count on the device, so a replay advances it."""
+def make_capturable(optimizer: torch.optim.Optimizer, on: bool = True) -> None:
+    """Adam with capturable=True keeps its step count on the device, so a replay advances it.
+    The flag matters only while Python runs Adam (warm-up and recording); turned off after recording,
+    so that a checkpoint does not carry it to a resume on a device that has no capturable Adam."""
     for group in optimizer.param_groups:
-        group["capturable"] = True
-        for p in group["params"]:
+        group["capturable"] = on
+        for p in group["params"] if on else ():
             state = optimizer.state.get(p, {})
             if "step" in state:
                 state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
@@ -171,6 +174,7 @@ class CudaGraphs:
             with torch.cuda.graph(graph):  # records only: nothing runs, the generator does not move
                 self.static.step()
             self.step_graph = graph
+            make_capturable(self.static.run.optimizer, on=False)
             log.info("recorded the training step as a CUDA graph (hardware.cuda_graph)")
         self.step_graph.replay()
 
