@@ -59,7 +59,7 @@ print("the installed wheel composes experiment=paper: n", cfg.dataset.n, "batch"
 
 # Can this GPU record the data route? Asked in a process of its own (a failed capture leaves the
 # generator unusable); if not, the run and the benchmark draw the data outside the graph.
-if "$PY" -m ired_mining.graphed 2>&1 | tee "$OUTDIR/data_route_probe.log"; then
+if timeout 60 "$PY" -m ired_mining.graphed 2>&1 | tee "$OUTDIR/data_route_probe.log"; then
     DATA=true
 else
     DATA=false
