@@ -121,11 +121,16 @@ def test_yardstick_items_are_spd_problems_with_their_inverses():
     torch.testing.assert_close(a @ inv, torch.eye(5, dtype=torch.float64).expand_as(a), atol=1e-4, rtol=0)
 
 
+def result_cpu_name(path: Path) -> str:
+    return json.loads(path.read_text())["machine"]["cpu"]
+
+
 def test_bench_tiny_writes_the_records(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--tiny", "--device", "cpu", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    out, txt = tmp_path / "bench.json", tmp_path / "bench" / "bench.txt"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--tiny", "--device", "cpu", "--json", str(out),
+                           "--txt", str(txt)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "% of matmul" in txt.read_text() and result_cpu_name(out) in txt.read_text()
     result = json.loads(out.read_text())
     train = [r for r in result["records"] if r["kind"] == "train"]
     assert {(r["strategy"], r["batch"]) for r in train} == {(s, b) for s in ("none", "random", "adversarial")
@@ -224,3 +229,51 @@ def test_compiling_ahead_changes_nothing():
         steps.append(model.state_dict())
     for k in steps[0]:
         assert torch.equal(steps[0][k], steps[1][k]), k
+
+
+def _gpu_result() -> dict:
+    """The shape of a GPU run's result (what bench.run returns on CUDA), with made-up rates: eager,
+    compiled, graphed and graphed+compiled steps of each strategy, the sampler and the data."""
+    records = []
+    for strategy in ("none", "random", "adversarial"):
+        for batch in (256, 2048):
+            for compile_on, graph in ((False, False), (True, False), (False, True), (True, True)):
+                rate = 100.0 * (1 + compile_on) * (1 + 4 * graph)
+                r = {"kind": "train", "strategy": strategy, "batch": batch, "compile": compile_on, "graph": graph,
+                     "flops_per_step": 6.4e10, "steps_per_s": rate, "step_ms": 1e3 / rate,
+                     "flops_per_s": 6.4e10 * rate, "fraction_of_matmul": 0.1, "peak_mem_mib": None}
+                if strategy == "adversarial" and batch == 2048:
+                    r |= {"speedup_vs_yardstick": rate / 50, "yardstick_steps_per_s": 50.0}
+                records.append(r)
+    records.append({"kind": "sampler", "strategy": "sampler", "batch": 256, "matrices_per_s": 60_000.0,
+                    "flops_per_call": 6e10, "flops_per_s": 1e13, "fraction_of_matmul": 0.03,
+                    "speedup_vs_yardstick": 2.0, "peak_mem_mib": 900.0})
+    records.append({"kind": "data", "strategy": "data", "batch": 2048, "matrices_per_s": 1e6, "flops_per_call": 3e7,
+                    "flops_per_s": 1e10, "fraction_of_matmul": 0.0, "speedup_vs_yardstick": 100.0})
+    machine = {"device": "cuda", "torch": "2.11.0+cu130", "threads": 16, "omp": {}, "cpu": "AMD EPYC", "cores": 16,
+               "gpu": "NVIDIA H100 80GB HBM3", "tf32": True, "load_avg_start": (1.0, 1.0, 1.0),
+               "load_avg_end": (1.0, 1.0, 1.0), "memory_at_start_mib": 500.0}
+    return {"machine": machine, "matmul": {"flops_per_s": 3.2e14}, "records": records,
+            "agreement": {"train": {"grad_rel_diff": 1e-6}, "sampler_max_abs_diff": 1e-6}}
+
+
+def test_gpu_report_names_the_gpu_and_issue_11s_targets(tmp_path):
+    """The GPU branch of the report, which no GPU has run yet: issue 11's targets for every mode at
+    batch 2048 (adversarial ≥ 1,000 steps/s, none ≥ 1,500, the sampler ≥ 50,000 matrices/s), and the
+    GPU's name and the modes in the printed table and in --txt."""
+    import bench
+
+    result = _gpu_result()
+    result["targets"] = bench.targets(result["records"], torch.device("cuda"))
+    by_name = {t["name"]: t for t in result["targets"]}
+    graphed = by_name["training steps/s (adversarial, batch 2048, graphed+compiled, the bar 500)"]
+    assert graphed["value"] == 1000.0 and graphed["target"] == 1000.0 and graphed["met"]
+    eager_none = by_name["training steps/s (none, batch 2048, eager)"]
+    assert eager_none["target"] == 1500.0 and not eager_none["met"]
+    assert by_name["sampler matrices/s (batch 256)"]["met"]
+    assert len([n for n in by_name if n.startswith("training steps/s")]) == 8
+    assert not [n for n in by_name if n.startswith("training FLOP/s")]  # the CPU's fraction targets
+    txt = tmp_path / "gpu.txt"
+    bench.print_report(result, txt)
+    text = txt.read_text()
+    assert "NVIDIA H100 80GB HBM3" in text and "TF32" in text and "graphed+compiled" in text

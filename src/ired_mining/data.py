@@ -26,15 +26,28 @@ class Problems:
         return self.x.shape[0]
 
 
-def spd_batch(n: int, batch: int, lam: float, generator: torch.Generator) -> Problems:
-    """Draw `batch` problems at once on the generator's device (never one matrix at a time)."""
+def spd_batch(n: int, batch: int, lam: float, generator: torch.Generator, capture_safe: bool = False) -> Problems:
+    """Draw `batch` problems at once on the generator's device (never one matrix at a time).
+
+    `capture_safe` takes the inverse by a route a CUDA graph can record (`inverse_by_triangular_solve`):
+    the same matrices to float32 rounding, not bit for bit."""
     device = generator.device
     r = torch.rand(batch, n, n, generator=generator, device=device, dtype=torch.float64).mul_(2).sub_(1)
     a = torch.baddbmm(torch.eye(n, device=device, dtype=torch.float64).mul_(lam), r, r.mT, alpha=2)
     # Cholesky is the cheap, stable route to the inverse of an SPD matrix. Its _ex form skips the
     # success check, which would make a GPU wait for the host; A ⪰ λI > 0 cannot fail it.
-    y = torch.cholesky_inverse(torch.linalg.cholesky_ex(a).L)
+    low = torch.linalg.cholesky_ex(a).L
+    y = inverse_by_triangular_solve(low) if capture_safe else torch.cholesky_inverse(low)
     return Problems(_flat32(a), _flat32(y))
+
+
+def inverse_by_triangular_solve(low: torch.Tensor) -> torch.Tensor:
+    """A⁻¹ = L⁻ᵀ L⁻¹ from the Cholesky factor L of A, batched. On a GPU cholesky_inverse runs MAGMA's
+    batched potrs, which fails inside CUDA graph capture; a batched triangular solve (cuBLAS trsm)
+    and a batched matmul do not wait for the host."""
+    eye = torch.eye(low.shape[-1], dtype=low.dtype, device=low.device).expand_as(low)
+    low_inv = torch.linalg.solve_triangular(low, eye, upper=False)
+    return low_inv.mT @ low_inv
 
 
 def _flat32(m: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from ired_mining.config import ConfigError, check_cli_choices, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
+from ired_mining import graphed as graphed_steps
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
 from ired_mining.rundir import FAILED, FINISHED, Environment, RunDir
@@ -274,19 +275,24 @@ class Run:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # step of the first non-finite loss
         if self.step < total and (seconds := compile_ahead(self.model, self.diffusion, self.strategy, c, self.device)):
             log.info("compiled mining and the loss terms in %.1f s (hardware.compile)", seconds)
+        graphed = graphed_steps.StepRunner(self, train_step) if graphed_steps.enabled(c) else None
         tick, tick_step = time.perf_counter(), self.step
         last = {}
         while self.step < total:
-            problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
-            stats = train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, c, self.generator)
-            self.step += 1
-            # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
-            # waits on the host inside the loop; the step named is still the exact one.
-            bad = ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
-            first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
-            if self.step % c.ema.every == 0:
-                self.ema.update_parameters(self.model)
-            self.running.add(stats)
+            if graphed is not None:  # hardware.cuda_graph: every step up to the next log, eval or checkpoint
+                first_bad = graphed.advance(self, graphed_steps.next_visit(self.step, c))
+            else:
+                problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
+                stats = train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, c,
+                                   self.generator)
+                self.step += 1
+                # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
+                # waits on the host inside the loop; the step named is still the exact one.
+                bad = ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
+                first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
+                if self.step % c.ema.every == 0:
+                    self.ema.update_parameters(self.model)
+                self.running.add(stats)
 
             at_log = self.step % c.train.log_every == 0 or self.step == total
             at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
