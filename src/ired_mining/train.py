@@ -38,6 +38,7 @@ from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
 from ired_mining.report import cpu_model, read_jsonl
+from ired_mining.trackers import Trackers, open_trackers
 
 log = logging.getLogger("ired")
 
@@ -215,6 +216,7 @@ class Run:
         self.step = 0
         self.train_seconds = 0.0
         self.running = Running()
+        self.trackers = Trackers()  # logger=...: built by train() once the run has resumed
 
     # ------------------------------------------------------------ state
 
@@ -326,8 +328,11 @@ class Run:
                                  if k in ("loss/mse", "loss/energy", "neg/gap", "mine_ms"))
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
                 progress.update(task, completed=self.step, info=f"{info}  {rate:.1f} it/s")
+            if at_log:
+                self.trackers.log_training(self.step, self.running, self.train_seconds)  # before evaluate() resets it
             if at_eval:
                 last = self.evaluate()
+                self.trackers.log_eval(self.step, last)
                 log.info("step %d  " % self.step + "  ".join(
                     f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
             if at_ckpt:
@@ -359,15 +364,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         return previous
 
     run = Run(cfg, run_dir)
+    status = "failed"  # for the trackers' close, unless the loop ends
     try:
         run.resume()
+        run.trackers = open_trackers(cfg, run_dir, run.step, run.running, run.train_seconds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
         with Progress(*columns, transient=False) as progress:
             last = run.fit(progress)
+        status = "finished"
     except TrainingDiverged as err:
         run.write_final("failed", error=str(err))
         raise
+    finally:
+        run.trackers.close(status)
     return run.write_final("finished", **{k: v for k, v in last.items() if "/" in k})
 
 
