@@ -175,6 +175,19 @@ def test_both_trackers_from_a_list_in_a_sweep(tmp_path):
         assert steps(wandb_points(runs)["loss/mse"]) == [5, 10]
 
 
+@pytest.mark.slow
+def test_a_failed_run_still_closes_its_trackers(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("ired-train", *TINY, "optim.lr=1e30", "logger=[tensorboard,wandb]", f"hydra.run.dir={run_dir}",
+                   cwd=tmp_path)
+    assert proc.returncode == 1 and "non-finite" in proc.stderr
+    hp = tensorboard_hparams(run_dir)
+    assert hp["_hparams_/session_start_info"].session_start_info.hparams["status"].string_value == "failed"
+    [file] = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    exits = [rec.exit.exit_code for rec in wandb_records(file) if rec.WhichOneof("record_type") == "exit"]
+    assert exits == [1]
+
+
 # ================================================================ killed and resumed
 
 # A tiny run, checkpointed every 50 steps and logged every 2: a kill soon after a checkpoint
