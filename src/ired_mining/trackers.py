@@ -85,6 +85,7 @@ class TensorBoardTracker:
     def __init__(self, run_dir: Path, start_step: int, cfg: DictConfig):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.splits = list(cfg.eval.splits)
         # purge_step: readers drop the events a killed attempt wrote after the resumed checkpoint.
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step + 1)
         # Custom Scalars tab: each split's MSE in one chart with the zero predictor's.
@@ -103,7 +104,8 @@ class TensorBoardTracker:
         # The HParams table: the settings, and as metrics the scalar tags already logged (the table
         # shows their last values), so nothing is logged twice. Written into the run's own event
         # file, not a subdirectory (SummaryWriter.add_hparams), so a sweep's table has one row per job.
-        for summary in hparams_summaries(hparams | {"status": status}, metrics):
+        tags = metrics or dict.fromkeys(f"{split}/mse" for split in self.splits)  # no evaluation in this attempt
+        for summary in hparams_summaries(hparams | {"status": status}, tags):
             self.writer.file_writer.add_summary(summary)
         self.writer.close()
 
@@ -262,13 +264,13 @@ class Trackers:
         self._send(step, self.last_eval)
 
     def close(self, status: str) -> None:
-        """The settings with the final metrics (TensorBoard's HParams, W&B's summary), then close."""
+        """The settings with the last evaluation's metrics (TensorBoard's HParams, W&B's summary;
+        none if this attempt evaluated nothing), then close."""
         if not self.trackers:
             return
         hparams = flat_hparams(self.cfg)
-        metrics = self.last_eval or {f"{split}/mse": float("nan") for split in self.splits}
         for tracker in self.trackers:
-            tracker.finish(hparams, metrics, status)
+            tracker.finish(hparams, self.last_eval, status)
         self.trackers = []
 
 
