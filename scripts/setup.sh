@@ -16,7 +16,7 @@ fi
 # multi-GB CUDA build; the project's own requirement is a range that 2.13.0 satisfies.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,trackers]"   # trackers: TensorBoard, W&B (logger=...)
 
 if [ "${1:-}" = "--slurm" ]; then
     bash scripts/slurm_local.sh start

@@ -35,7 +35,7 @@ def check_cli_choices(args: list[str]) -> None:
             continue
         allowed = list(STRATEGIES) if key == "mining" else group_choices(key)
         for choice in value.split(","):
-            if choice not in allowed and not (key == "experiment" and choice == "null"):
+            if choice not in allowed and not (key in ("experiment", "logger") and choice == "null"):
                 raise ConfigError(f"{key}={choice} is not available; choose one of: {', '.join(allowed)}")
 
 

@@ -21,7 +21,7 @@ included; a new module gets a line here):
     numerics    diffusion
     strategies  mining
     settings    config, backend
-    library     evaluate, sweep, report, graphed
+    library     evaluate, sweep, report, graphed, trackers
     commands    callbacks, eval_cli
     top         train
 

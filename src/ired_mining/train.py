@@ -38,6 +38,7 @@ from ired_mining import graphed as graphed_steps
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
 from ired_mining.rundir import FAILED, FINISHED, Environment, RunDir
+from ired_mining.trackers import Trackers, open_trackers
 
 log = logging.getLogger("ired")
 
@@ -206,6 +207,7 @@ class Run:
         self.step = 0
         self.train_seconds = 0.0
         self.running = Running()
+        self.trackers = Trackers()  # logger=...: built by train() once the run has resumed
 
     # ------------------------------------------------------------ state
 
@@ -312,8 +314,11 @@ class Run:
                                  if k in ("loss/mse", "loss/energy", "neg/gap", "mine_ms"))
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
                 progress.update(task, completed=self.step, info=f"{info}  {rate:.1f} it/s")
+            if at_log:
+                self.trackers.log_training(self.step, self.running, self.train_seconds)  # before evaluate() resets it
             if at_eval:
                 last = self.evaluate()
+                self.trackers.log_eval(self.step, last)
                 log.info("step %d  " % self.step + "  ".join(
                     f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
             if at_ckpt:
@@ -344,15 +349,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         return previous.summary
 
     run = Run(cfg, run_dir)
+    status = FAILED  # for the trackers' close, unless the loop ends
     try:
         run.resume()
+        run.trackers = open_trackers(cfg, run_dir, run.step, run.running, run.train_seconds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
         with Progress(*columns, transient=False) as progress:
             last = run.fit(progress)
+        status = FINISHED
     except TrainingDiverged as err:
         run.write_final(FAILED, error=str(err))
         raise
+    finally:
+        run.trackers.close(status)
     return run.write_final(FINISHED, **{k: v for k, v in last.items() if "/" in k})
 
 
