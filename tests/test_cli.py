@@ -44,7 +44,7 @@ def test_shell_overrides_reach_the_saved_config(tmp_path, tiny):
 
 
 BAD_INPUTS = [
-    ("mining=bogus", "mining=bogus"),
+    ("mining=bogus", "mining: no option 'bogus'"),
     ("optim.lr=-0.001", "optim.lr=-0.001"),
     ("dataset.n=0", "dataset.n=0"),
     ("train.batch_size=0", "train.batch_size=0"),
