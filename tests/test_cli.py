@@ -49,6 +49,9 @@ BAD_INPUTS = [
     ("dataset.n=0", "dataset.n=0"),
     ("train.batch_size=0", "train.batch_size=0"),
     ("train.steps=0", "train.steps=0"),
+    # rules a type cannot say: a range of a list's items, and a strategy's name against its group's keys
+    ("optim.betas=[0.9,1.5]", "optim.betas=[0.9, 1.5]"),
+    ("mining.name=random", "mining.name=random"),
 ]
 
 

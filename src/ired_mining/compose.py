@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import re
 import typing
 
@@ -34,7 +35,7 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 def check_command_line(argv: list[str], config_name: str = "config") -> None:
     """Compose what `ired-train ARGV` will run; raise ConfigError with one line if Hydra or the
     schema refuses it. Leaves alone what it cannot judge the way Hydra will (another config
-    directory, shell completion): Hydra reports those itself."""
+    directory, shell completion) and HYDRA_FULL_ERROR=1 runs: Hydra reports those itself."""
     from hydra._internal.utils import get_args_parser
 
     usage = io.StringIO()
@@ -46,8 +47,8 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
             return
         message = usage.getvalue().strip().splitlines()[-1].partition("error: ")[2]
         raise ConfigError(f"{message}; options such as -m go before the overrides, see ired-train --help") from None
-    if args.shell_completion or args.config_path or args.config_dir:
-        return
+    if args.shell_completion or args.config_path or args.config_dir or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return  # HYDRA_FULL_ERROR=1: a developer asked for Hydra's own report with its traceback
     try:
         _compose_all(args.overrides, args.multirun, args.config_name or config_name)
     except ConfigError:
@@ -57,6 +58,7 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
 
 
 def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None:
+    # Hydra's config loader and basic sweeper are internals, pinned by hydra-core<1.4 (as in sweep.py).
     from hydra import initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra

@@ -1,6 +1,6 @@
 """The config's types: Hydra Structured Configs that the yaml files under conf/ extend.
 
-Each group's yaml names its schema first in its defaults list (`- /schema/model@_here_`), so a
+Each group's yaml names its schema first in its defaults list (`- /model_schema@_here_`), so a
 composed config is typed: an unknown key, a value of the wrong type or a deleted required key is
 refused while Hydra composes (compose.py turns that into one line). The split of work:
 - the yaml holds the values and says what each controls (the readable face);
@@ -24,11 +24,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ired_mining.mining import STRATEGIES
-
-# Where the schemas live in the ConfigStore: apart from the selectable options of each group, so
-# that `mining=glob(*)` and --help list only the yaml files.
-SCHEMA_GROUP = "schema"
-
 
 # ================================================================ the groups
 
@@ -176,14 +171,16 @@ class Config:
 
 
 def register() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    """Store the schemas in Hydra's ConfigStore (idempotent), as configs of no group named
+    `<group>_schema` (`mining_<strategy>_schema` for mining): a group would be listed by --help
+    beside the real ones."""
     cs = ConfigStore.instance()
-    cs.store(group=SCHEMA_GROUP, name="config", node=Config)
-    for group, node in [("model", ModelConfig), ("diffusion", DiffusionConfig), ("dataset", DatasetConfig),
-                        ("optim", OptimConfig), ("hardware", HardwareConfig), ("hardware_slurm", SlurmHardwareConfig)]:
-        cs.store(group=SCHEMA_GROUP, name=group, node=node)
+    for name, node in [("config", Config), ("model", ModelConfig), ("diffusion", DiffusionConfig),
+                       ("dataset", DatasetConfig), ("optim", OptimConfig), ("hardware", HardwareConfig),
+                       ("hardware_slurm", SlurmHardwareConfig)]:
+        cs.store(name=f"{name}_schema", node=node)
     for name, node in MINING_SCHEMAS.items():
-        cs.store(group=f"{SCHEMA_GROUP}/mining", name=name, node=node)
+        cs.store(name=f"mining_{name}_schema", node=node)
 
 
 register()
