@@ -41,14 +41,15 @@ def test_failing_job_leaves_the_others_and_a_relaunch_finds_every_job(tmp_path):
     assert {j["metrics"]["strategy"] for j in by_state["finished"]} == {"none", "random", "adversarial"}
     assert all("optim.lr=0.0001" in j["overrides"] for j in by_state["finished"])  # as Hydra spells it
     assert len(by_state["failed"]) == 3
-    assert all(j["error"] == "optim.lr=-1 is invalid; it must be a number > 0" for j in by_state["failed"])
+    # the schema types optim.lr as a float, so the error names -1 as -1.0
+    assert all(j["error"] == "optim.lr=-1.0 is invalid; it must be a number > 0" for j in by_state["failed"])
     for job in by_state["finished"]:
         assert read_json(f"{job['dir']}/metrics.json")["step"] == 20
         assert "mining=" in job["dir"] and "seed=0" in job["dir"]  # named from the overrides
     # The end table is printed and written; it names the failures with their error.
     assert "3 finished, 3 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
     table = (sweep / "jobs.md").read_text()
-    assert table.count("| failed |") == 3 and "optim.lr=-1 is invalid" in table
+    assert table.count("| failed |") == 3 and "optim.lr=-1.0 is invalid" in table
     assert len(read_json(sweep / "jobs.json")) == 6
 
     # Lose one finished job, interrupt another after its first checkpoint; the table sees both.

@@ -195,6 +195,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     schema is the one of cfg.mining.name; the hardware one is SLURM's where the run had a partition.
     Raises omegaconf's ValidationError or ConfigKeyError where the config does not fit."""
     schema = OmegaConf.structured(Config)
-    schema.mining = OmegaConf.structured(MINING_SCHEMAS[cfg.mining.name])
+    if cfg.mining.name in MINING_SCHEMAS:  # else left untyped: config.validate names the strategies
+        schema.mining = OmegaConf.structured(MINING_SCHEMAS[cfg.mining.name])
     schema.hardware = OmegaConf.structured(SlurmHardwareConfig if "partition" in cfg.hardware else HardwareConfig)
     return OmegaConf.merge(schema, cfg)
