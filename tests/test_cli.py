@@ -44,11 +44,14 @@ def test_shell_overrides_reach_the_saved_config(tmp_path, tiny):
 
 
 BAD_INPUTS = [
-    ("mining=bogus", "mining=bogus"),
+    ("mining=bogus", "mining: no option 'bogus'"),
     ("optim.lr=-0.001", "optim.lr=-0.001"),
     ("dataset.n=0", "dataset.n=0"),
     ("train.batch_size=0", "train.batch_size=0"),
     ("train.steps=0", "train.steps=0"),
+    # rules a type cannot say: a range of a list's items, and a strategy's name against its group's keys
+    ("optim.betas=[0.9,1.5]", "optim.betas=[0.9, 1.5]"),
+    ("mining.name=random", "mining.name=random"),
 ]
 
 

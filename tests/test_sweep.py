@@ -139,13 +139,14 @@ def test_mixed_sweep_with_a_failing_and_a_missing_job_and_a_relaunch(tmp_path):
     assert {(j["metrics"]["strategy"], j["metrics"]["seed"]) for j in by_state["finished"]} == {
         (m, s) for m in ("none", "random") for s in (0, 1)}
     assert [j["num"] for j in by_state["failed"]] == [1, 3, 5, 7]
-    assert all("optim.lr=-1" in j["error"] for j in by_state["failed"])
+    # the schema types optim.lr as a float, so the error names -1 as -1.0
+    assert all(j["error"] == "optim.lr=-1.0 is invalid; it must be a number > 0" for j in by_state["failed"])
     for job in by_state["finished"]:
         assert read_json(f"{job['dir']}/metrics.json")["step"] == 20
     # The end table is printed and written; it names the failures with their error; the report is written.
     assert "4 finished, 4 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
     table = (sweep / "jobs.md").read_text()
-    assert table.count("| failed |") == 4 and "optim.lr=-1" in table
+    assert table.count("| failed |") == 4 and "optim.lr=-1.0 is invalid" in table
     assert (sweep / "summary.md").is_file()
     record = (sweep / RECORD).read_text()
 

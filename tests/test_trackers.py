@@ -273,4 +273,4 @@ def test_missing_tracker_is_one_line_saying_how_to_install(tmp_path, package):
 def test_unknown_tracker_is_one_line():
     proc = run_cli("ired-train", "logger=bogus")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "ired-train: error: logger=bogus is not available; choose one of: tensorboard, wandb"
+    assert proc.stderr.strip() == "ired-train: error: logger: no option 'bogus'; choose one of: tensorboard, wandb"

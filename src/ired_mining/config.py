@@ -1,4 +1,8 @@
-"""Checks on a composed config, each failing with one line that names the value and what is allowed."""
+"""Checks on a composed config, each failing with one line that names the value and what is allowed.
+
+Only what a type cannot say: ranges and rules across keys. Known keys and types are the schema's
+(schema.py), enforced while Hydra composes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from importlib.resources import files
 from omegaconf import DictConfig
 
 from ired_mining.mining import STRATEGIES
+from ired_mining.schema import strategy_options
 
 
 class ConfigError(ValueError):
@@ -21,31 +26,13 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.name[:-5] for p in (CONF / group).iterdir() if p.name.endswith(".yaml"))
 
 
-def check_cli_choices(args: list[str]) -> None:
-    """Reject an unknown group option (`mining=bogus`) before Hydra composes, in one line.
-
-    Only plain `group=a,b` overrides are checked; sweep functions (range, choice, ...) and
-    other keys are left to Hydra.
-    """
-    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in groups or "(" in value or "[" in value:
-            continue
-        allowed = list(STRATEGIES) if key == "mining" else group_choices(key)
-        for choice in value.split(","):
-            if choice not in allowed and not (key in ("experiment", "logger") and choice == "null"):
-                raise ConfigError(f"{key}={choice} is not available; choose one of: {', '.join(allowed)}")
-
-
 def _require(ok: bool, key: str, value, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value} is invalid; it must be {allowed}")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Range checks on the values a user is most likely to mistype from the shell."""
+    """Ranges and cross-key rules of the values a user is most likely to mistype from the shell."""
     positive_ints = {
         "dataset.n": cfg.dataset.n,
         "train.batch_size": cfg.train.batch_size,
@@ -60,27 +47,30 @@ def validate(cfg: DictConfig) -> None:
         "model.hidden": cfg.model.hidden,
     }
     for key, value in positive_ints.items():
-        _require(isinstance(value, int) and value >= 1, key, value, "an integer ≥ 1")
-    _require(isinstance(cfg.train.eval_every, int) and cfg.train.eval_every >= 0,
-             "train.eval_every", cfg.train.eval_every, "an integer ≥ 0 (0 = only at the end)")
-    _require(isinstance(cfg.model.time_dim, int) and cfg.model.time_dim >= 4 and cfg.model.time_dim % 2 == 0,
-             "model.time_dim", cfg.model.time_dim, "an even integer ≥ 4")
+        _require(value >= 1, key, value, "an integer ≥ 1")
+    _require(cfg.train.eval_every >= 0, "train.eval_every", cfg.train.eval_every, "an integer ≥ 0 (0 = only at the end)")
+    _require(cfg.model.time_dim >= 4 and cfg.model.time_dim % 2 == 0, "model.time_dim", cfg.model.time_dim,
+             "an even integer ≥ 4")
     for key, value in {"optim.lr": cfg.optim.lr, "train.grad_clip": cfg.train.grad_clip,
                        "diffusion.clamp": cfg.diffusion.clamp}.items():
-        _require(isinstance(value, (int, float)) and value > 0, key, value, "a number > 0")
+        _require(value > 0, key, value, "a number > 0")
+    _require(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas",
+             list(cfg.optim.betas), "two numbers in [0, 1)")
     _require(cfg.dataset.lam > 0, "dataset.lam", cfg.dataset.lam, "a number > 0 (A must be positive definite)")
     _require(cfg.mining.name in STRATEGIES, "mining.name", cfg.mining.name, f"one of {', '.join(STRATEGIES)}")
+    # The group's keys are one strategy's options; a renamed strategy would get another's.
+    options = sorted(set(cfg.mining) - {"name", "weight"})
+    _require(options == sorted(strategy_options(cfg.mining.name)), "mining.name", cfg.mining.name,
+             f"the strategy of the mining group chosen; pick a strategy with mining={cfg.mining.name}")
     _require(cfg.mining.weight >= 0, "mining.weight", cfg.mining.weight, "a number ≥ 0")
     if cfg.mining.name == "adversarial":
-        _require(isinstance(cfg.mining.steps, int) and cfg.mining.steps >= 0, "mining.steps", cfg.mining.steps,
-                 "an integer ≥ 0")
+        _require(cfg.mining.steps >= 0, "mining.steps", cfg.mining.steps, "an integer ≥ 0")
     if cfg.mining.name == "random":
         _require(cfg.mining.source in ("derangement", "gaussian"), "mining.source", cfg.mining.source,
                  "derangement or gaussian")
         _require(cfg.train.batch_size >= 2 or cfg.mining.source != "derangement", "train.batch_size",
                  cfg.train.batch_size, "≥ 2 for derangement negatives")
-    _require(isinstance(cfg.sampler.inner_steps, int) and cfg.sampler.inner_steps >= 0,
-             "sampler.inner_steps", cfg.sampler.inner_steps, "an integer ≥ 0")
+    _require(cfg.sampler.inner_steps >= 0, "sampler.inner_steps", cfg.sampler.inner_steps, "an integer ≥ 0")
     _require(cfg.hardware.device in ("auto", "cpu", "cuda"), "hardware.device", cfg.hardware.device,
              "auto, cpu or cuda")
     _require(len(cfg.eval.splits) >= 1 and all(lam > 0 for lam in cfg.eval.splits.values()),

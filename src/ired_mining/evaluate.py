@@ -15,14 +15,17 @@ from pathlib import Path
 import torch
 from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.checkpoint import list_checkpoints, load_checkpoint
+from ired_mining.compose import explain
 from ired_mining.config import ConfigError, validate
 from ired_mining.data import Problems, fixed_set
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.model import EnergyMLP, build_model
 from ired_mining.rundir import RunDir
+from ired_mining.schema import typed
 
 
 def eval_sets(n: int, size: int, seed: int, splits: dict[str, float]) -> dict[str, Problems]:
@@ -109,7 +112,10 @@ def apply_overrides(cfg, overrides: list[str]):
 
     Only eval.*, sampler.* and hardware.* may change; a new split may be added under eval.splits.
     """
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    try:  # the schema's types again, so that overrides are checked as ired-train's are
+        cfg = typed(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    except OmegaConfBaseException as err:
+        raise EvalError(f"the run's config does not fit this version's schema: {explain(err)}") from None
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key:
@@ -124,13 +130,14 @@ def apply_overrides(cfg, overrides: list[str]):
             value = OmegaConf.select(OmegaConf.from_dotlist([item]), key)
         except Exception as err:  # OmegaConf's grammar errors come in several types
             raise EvalError(f"cannot parse {item!r}: {str(err).splitlines()[0]}") from None
-        OmegaConf.update(cfg, key, value, merge=False)
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:  # the schema refuses the value's type
+            raise EvalError(explain(err)) from None
     try:
         validate(cfg)
     except ConfigError as err:
         raise EvalError(str(err)) from None
-    except TypeError:  # a comparison validate() makes on a value of the wrong type, e.g. λ = "abc"
-        raise EvalError(f"a value of {' '.join(overrides)} has the wrong type") from None
     return cfg
 
 

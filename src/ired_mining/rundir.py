@@ -20,7 +20,7 @@ included; a new module gets a line here):
     ground      data, model, checkpoint, stats, rundir, jobs_record
     numerics    diffusion
     strategies  mining
-    settings    config, backend
+    settings    schema, config, compose, backend
     library     evaluate, sweep, report, graphed, trackers
     commands    callbacks, eval_cli
     top         train

@@ -30,7 +30,8 @@ from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
 from ired_mining.checkpoint import (CheckpointError, fingerprint, latest_checkpoint, list_checkpoints,
                                     restore_rng_state, rng_state, save_checkpoint)
-from ired_mining.config import ConfigError, check_cli_choices, validate
+from ired_mining.compose import check_command_line
+from ired_mining.config import ConfigError, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
@@ -401,9 +402,9 @@ def fail(err: Exception, run_dir: Path) -> dict:
 
 
 def main() -> None:
-    """Console-script entry: catch a bad group choice in one line before Hydra composes."""
+    """Console-script entry: a command line Hydra or the schema would refuse is one line, exit 2."""
     try:
-        check_cli_choices(sys.argv[1:])
+        check_command_line(sys.argv[1:])
     except ConfigError as err:
         print(f"ired-train: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,223 @@
+"""The command line composed once before Hydra runs the app, so that a config Hydra cannot compose
+is refused in one line (`<key>: <what is wrong; what is allowed>`) instead of Hydra's own
+multi-line message and exit 1.
+
+    check_command_line(sys.argv[1:])     # raises ConfigError; ired-train's main() prints it
+
+A single run's overrides are composed as Hydra will compose them. A multirun's are expanded the way
+Hydra's basic sweeper expands them (its own parser and split_arguments, with the sweep's
+hydra.sweeper.params first, so presets' grids, range, glob and choice are covered) and every job is
+composed, as the launchers will, before any job starts. Each composed config is then held against
+the schema (schema.py): Hydra lets `+key=value` add a key that no schema declares, and `~key` delete
+a top-level one, so those are caught here. Values in range are config.validate's job, per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import re
+import typing
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ired_mining.config import ConfigError
+
+CONFIG_MODULE = "ired_mining.conf"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+# ================================================================ composing
+
+
+def check_command_line(argv: list[str], config_name: str = "config") -> None:
+    """Compose what `ired-train ARGV` will run; raise ConfigError with one line if Hydra or the
+    schema refuses it. Leaves alone what it cannot judge the way Hydra will (another config
+    directory, shell completion) and HYDRA_FULL_ERROR=1 runs: Hydra reports those itself."""
+    from hydra._internal.utils import get_args_parser
+
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            args = get_args_parser().parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code == 0:  # --version printed
+            return
+        message = usage.getvalue().strip().splitlines()[-1].partition("error: ")[2]
+        raise ConfigError(f"{message}; options such as -m go before the overrides, see ired-train --help") from None
+    if args.shell_completion or args.config_path or args.config_dir or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return  # HYDRA_FULL_ERROR=1: a developer asked for Hydra's own report with its traceback
+    try:
+        _compose_all(args.overrides, args.multirun, args.config_name or config_name)
+    except ConfigError:
+        raise
+    except Exception as err:  # Hydra and OmegaConf raise many types; each becomes one line
+        raise ConfigError(explain(err)) from None
+
+
+def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None:
+    # Hydra's config loader and basic sweeper are internals, pinned by hydra-core<1.4 (as in sweep.py).
+    from hydra import initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="train"):
+        loader = GlobalHydra.instance().config_loader()
+        if not multirun:
+            check_against_schema(loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN))
+            return
+        master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
+        parser = OverridesParser.create(config_loader=loader)
+        task = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
+        if master.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return  # another sweeper expands its own way; its jobs are composed when it runs them
+        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
+        for job in BasicSweeper.split_arguments(parser.parse_overrides(params + task), max_batch_size=None)[0]:
+            check_against_schema(loader.load_sweep_config(master, job))
+
+
+def check_against_schema(cfg: DictConfig) -> None:
+    """Every node typed by a schema dataclass holds exactly that dataclass's fields (the root's
+    `hydra` apart), and the values outside `hydra` resolve. Raises ConfigError."""
+    _check_node(cfg, "")
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            node = cfg._get_node(key)
+            OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else cfg[key]
+        except Exception as err:
+            raise ConfigError(explain(err)) from None
+
+
+def _check_node(node, path: str) -> None:
+    if isinstance(node, ListConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        fields = [f.name for f in dataclasses.fields(schema)]
+        where = path or "the config"
+        if "name" in node and isinstance(node._get_node("name")._value(), str):
+            where += f" ({node.name})"  # e.g. mining (none): the option chosen decides its keys
+        for key in node:
+            if key not in fields and not (key == "hydra" and not path):
+                raise ConfigError(f"{path + '.' if path else ''}{key}: not a key of {where}; "
+                                  f"its keys: {', '.join(fields)}")
+        for key in fields:
+            if key not in node:
+                raise ConfigError(f"{path + '.' if path else ''}{key}: required, cannot be deleted; "
+                                  f"set it instead, e.g. {path + '.' if path else ''}{key}=VALUE")
+    for key in node:
+        if key == "hydra" and not path:
+            continue  # Hydra's own config, typed by Hydra
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _check_node(child, f"{path}.{key}" if path else str(key))
+
+
+# ================================================================ one line for each error
+
+
+def explain(err: BaseException) -> str:
+    """`<key>: <what is wrong; what is allowed>` for an error Hydra or OmegaConf raised while
+    composing; the innermost OmegaConf error names the key best."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, ConfigTypeError, InterpolationResolutionError,
+                                  ValidationError)
+
+    chain, cause = [], err
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and "/" in err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = err.options or re.findall(r"^\t(\S+)$", str(err), flags=re.M)
+        return f"{group}: no option {option!r}; choose one of: {', '.join(options)}"
+    if isinstance(err, OverrideParseException):
+        return (f"{err.override}: not an override ({first_line}); write key=value, group=option, "
+                f"or a sweep such as key=a,b with -m")
+    for e in chain:  # the outermost OmegaConf error that names a key
+        key = getattr(e, "full_key", None)
+        if not key:
+            continue
+        if isinstance(e, ValidationError):
+            return f"{key}: {_got(e)}; it must be {_expected(e)}"
+        if isinstance(e, ConfigTypeError) and "deletion" in str(e):
+            return f"{key}: required, cannot be deleted; set it instead, e.g. {key}=VALUE"
+        if isinstance(e, (ConfigKeyError, ConfigAttributeError)):
+            return f"{key}: not a key of {_where(e, key)}; {_keys_of(e, key)}"
+        if isinstance(e, InterpolationResolutionError):
+            return f"{key}: does not resolve ({str(e).splitlines()[0]})"
+    if m := re.match(r"Ambiguous value for argument '(([^=]*)=.*)'", first_line):
+        return f"{m[2]}: {m[1]} sweeps over values, which needs -m (ired-train -m ...); for a list write {m[2]}=[...]"
+    if m := re.match(r"Sweep parameters '(([^=]*)=.*)' requires --multirun", first_line):
+        return f"{m[2]}: {m[1]} is a sweep, which needs -m (ired-train -m ...)"
+    if m := re.match(r"Could not append to config. An item is already at '(.*)'", first_line):
+        return f"{m[1]}: already set; override it without the + ({m[1]}=VALUE)"
+    if m := re.match(r"Could not delete from config. '(.*)' does not exist", first_line):
+        return f"{m[1]}: not a key, so it cannot be deleted"
+    if m := re.match(r"Override (\S+) looks like a config group override, but config group '(.*)' does not exist",
+                     first_line):
+        return f"{m[2]}: no such config group (in {m[1]}); see ired-train --help for the groups"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines[:3]) or type(err).__name__
+
+
+def _where(e, full_key: str) -> str:
+    where = full_key.rpartition(".")[0] or "the config"
+    parent = getattr(e, "parent_node", None)
+    if isinstance(parent, DictConfig) and isinstance(parent.get("name"), str):
+        where += f" ({parent.name})"
+    return where
+
+
+def _keys_of(e, full_key: str) -> str:
+    schema = getattr(e, "object_type", None)
+    if dataclasses.is_dataclass(schema):
+        return f"its keys: {', '.join(f.name for f in dataclasses.fields(schema))}"
+    return f"to add a new entry write +{full_key}=VALUE"
+
+
+def _got(e) -> str:
+    text = str(e).splitlines()[0]
+    if m := re.match(r"Value '(.*?)' (of type|is not)", text):
+        return f"got {m[1]!r}"
+    if "is not Optional" in text:
+        return "got null"
+    return text
+
+
+def _expected(e) -> str:
+    """What the schema allows at the failing key: from the field's type in its dataclass, or from
+    the element type of a typed list or dict."""
+    schema = getattr(e, "object_type", None)
+    key = str(getattr(e, "key", "") or "")
+    if dataclasses.is_dataclass(schema) and key:
+        hint = typing.get_type_hints(schema).get(key)
+        if hint is not None:
+            return _describe(hint)
+    ref = getattr(e, "ref_type", None) or getattr(e, "object_type", None)
+    args = typing.get_args(ref) if ref is not None else ()
+    return _describe(args[-1]) if args else "a value of the key's type"
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return f"{_describe(inner[0])} or null"
+    if origin in (list, typing.List):
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin in (dict, typing.Dict):
+        return f"a mapping of names to {_plural(args[1])}" if args else "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _plural(hint) -> str:
+    return {int: "integers", float: "numbers", bool: "booleans", str: "strings"}.get(hint, "values")

@@ -1,0 +1,202 @@
+"""The config's types: Hydra Structured Configs that the yaml files under conf/ extend.
+
+Each group's yaml names its schema first in its defaults list (`- /model_schema@_here_`), so a
+composed config is typed: an unknown key, a value of the wrong type or a deleted required key is
+refused while Hydra composes (compose.py turns that into one line). The split of work:
+- the yaml holds the values and says what each controls (the readable face);
+- this module holds the types, and `???` (required) where the yaml gives the value;
+- a mining strategy's options and their defaults are its own dataclass in mining.py: the mining
+  schema is derived from it, so a field added to a strategy class is a config key at once;
+- config.py checks what a type cannot say: ranges and rules across keys.
+
+Registered in Hydra's ConfigStore on import (conf/__init__.py imports this module, so every way of
+composing ired_mining.conf finds the schemas).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ired_mining.mining import STRATEGIES
+
+# ================================================================ the groups
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hidden: int = MISSING
+    time_dim: int = MISSING
+
+
+@dataclass
+class DiffusionConfig:
+    steps: int = MISSING
+    s: float = MISSING
+    max_beta: float = MISSING
+    clamp: float = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    n: int = MISSING
+    lam: float = MISSING
+
+
+@dataclass
+class OptimConfig:
+    lr: float = MISSING
+    betas: List[float] = MISSING
+
+
+@dataclass
+class HardwareConfig:
+    """This machine (auto, cpu, gpu, submitit_local). The per-job limits are read only by the
+    submitit and SLURM choices; the others leave them unset (None), and presets may still set
+    them (the pilot's timeout_min and mem_gb)."""
+
+    device: str = MISSING
+    threads: Optional[int] = MISSING
+    tf32: bool = MISSING
+    compile: bool = MISSING
+    cuda_graph: bool = MISSING
+    cuda_graph_data: bool = MISSING
+    timeout_min: Optional[int] = None
+    mem_gb: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+
+
+@dataclass
+class SlurmHardwareConfig(HardwareConfig):
+    """A SLURM cluster through submitit (slurm_gpu, slurm_cpu): the keys of hydra.launcher that a
+    user sets as hardware.*."""
+
+    partition: Optional[str] = MISSING
+    cpus_per_task: int = MISSING
+    array_parallelism: int = MISSING
+    max_num_timeout: int = MISSING
+    account: Optional[str] = MISSING
+    qos: Optional[str] = MISSING
+    constraint: Optional[str] = MISSING
+    additional_parameters: Dict[str, Any] = MISSING
+
+
+def strategy_schema(name: str, strategy: type) -> type:
+    """The mining group's schema for one strategy: `name` (fixed to the registry's name), `weight`
+    (w of the energy loss, given by the yaml), then the strategy's dataclass fields with their own
+    types and defaults. A strategy that is no dataclass has no options."""
+    options = []
+    if dataclasses.is_dataclass(strategy):
+        types = typing.get_type_hints(strategy)  # mining.py's annotations are strings (PEP 563)
+        for f in dataclasses.fields(strategy):
+            default = (field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
+                       else field(default=MISSING if f.default is dataclasses.MISSING else f.default))
+            options.append((f.name, types[f.name], default))
+    return dataclasses.make_dataclass(f"{strategy.__name__}Config",
+                                      [("name", str, field(default=name)), ("weight", float, field(default=MISSING)),
+                                       *options])
+
+
+MINING_SCHEMAS: dict[str, type] = {name: strategy_schema(name, cls) for name, cls in STRATEGIES.items()}
+
+
+def strategy_options(name: str) -> list[str]:
+    """The keys of mining.<name> that go to the strategy's class (all but name and weight)."""
+    return [f.name for f in dataclasses.fields(MINING_SCHEMAS[name])][2:]
+
+
+# ================================================================ the top level
+
+
+@dataclass
+class TrainConfig:
+    steps: int = MISSING
+    batch_size: int = MISSING
+    grad_clip: float = MISSING
+    log_every: int = MISSING
+    eval_every: int = MISSING
+
+
+@dataclass
+class EmaConfig:
+    every: int = MISSING
+    warmup: int = MISSING
+    power: float = MISSING
+    max_decay: float = MISSING
+
+
+@dataclass
+class EvalConfig:
+    size: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    splits: Dict[str, float] = MISSING
+
+
+@dataclass
+class SamplerConfig:
+    inner_steps: int = MISSING
+    step_scale: float = MISSING
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = MISSING
+    keep: int = MISSING
+    fallback: bool = MISSING
+
+
+@dataclass
+class Config:
+    seed: int = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # The groups: each option's yaml extends its group's schema.
+    model: ModelConfig = MISSING
+    diffusion: DiffusionConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    mining: Any = MISSING            # one schema per strategy (MINING_SCHEMAS)
+    optim: OptimConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    # A group whose options bring their own schema (the trackers of issue 15); None = no group.
+    logger: Any = None
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent), as configs of no group named
+    `<group>_schema` (`mining_<strategy>_schema` for mining): a group would be listed by --help
+    beside the real ones."""
+    cs = ConfigStore.instance()
+    for name, node in [("config", Config), ("model", ModelConfig), ("diffusion", DiffusionConfig),
+                       ("dataset", DatasetConfig), ("optim", OptimConfig), ("hardware", HardwareConfig),
+                       ("hardware_slurm", SlurmHardwareConfig)]:
+        cs.store(name=f"{name}_schema", node=node)
+    for name, node in MINING_SCHEMAS.items():
+        cs.store(name=f"mining_{name}_schema", node=node)
+
+
+register()
+
+
+# ================================================================ runs read back
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """A config read back from a run (its checkpoint or .hydra/config.yaml, plain yaml) with the
+    schema's types again, so that overrides of it are checked as ired-train's are. The mining
+    schema is the one of cfg.mining.name; the hardware one is SLURM's where the run had a partition.
+    Raises omegaconf's ValidationError or ConfigKeyError where the config does not fit."""
+    schema = OmegaConf.structured(Config)
+    if cfg.mining.name in MINING_SCHEMAS:  # else left untyped: config.validate names the strategies
+        schema.mining = OmegaConf.structured(MINING_SCHEMAS[cfg.mining.name])
+    schema.hardware = OmegaConf.structured(SlurmHardwareConfig if "partition" in cfg.hardware else HardwareConfig)
+    return OmegaConf.merge(schema, cfg)
