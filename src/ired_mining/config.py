@@ -81,6 +81,12 @@ def validate(cfg: DictConfig) -> None:
                  cfg.train.batch_size, "≥ 2 for derangement negatives")
     _require(isinstance(cfg.sampler.inner_steps, int) and cfg.sampler.inner_steps >= 0,
              "sampler.inner_steps", cfg.sampler.inner_steps, "an integer ≥ 0")
+    shrinks = {"sampler.backtrack": cfg.sampler.get("backtrack", 1.0)}
+    if cfg.mining.name == "adversarial":
+        shrinks["mining.backtrack"] = cfg.mining.get("backtrack", 1.0)
+    for key, value in shrinks.items():
+        _require(isinstance(value, (int, float)) and 0 < value <= 1, key, value,
+                 "a number in (0, 1] (1 = no backtracking)")
     _require(cfg.hardware.device in ("auto", "cpu", "cuda"), "hardware.device", cfg.hardware.device,
              "auto, cpu or cuda")
     _require(len(cfg.eval.splits) >= 1 and all(lam > 0 for lam in cfg.eval.splits.values()),
