@@ -4,6 +4,8 @@ model's plain forward, and the spec's loop kept here verbatim for the default pa
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -202,3 +204,17 @@ def test_a_backtracking_factor_out_of_range_is_one_line(arg, tiny, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("ired-train: error:")
     assert arg.split("=")[0] in lines[0] and "(0, 1]" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_ired_eval_scaling_with_backtracking_sits_beside_the_plain_curve(tiny, tmp_path):
+    run = tmp_path / "run"
+    run_cli("ired-train", *tiny, f"hydra.run.dir={run}", check=True)
+    run_cli("ired-eval", str(run), "--scaling", "--inner-steps", "0,5", check=True)
+    plain = (run / "eval" / "scaling.json").read_text()
+    run_cli("ired-eval", str(run), "sampler.backtrack=0.5", "--scaling", "--inner-steps", "0,5", check=True)
+    variant = json.loads((run / "eval" / "scaling-sampler.backtrack=0.5.json").read_text())
+    assert (run / "eval" / "scaling.json").read_text() == plain  # the report's curve is untouched
+    assert variant["settings"]["sampler.backtrack"] == 0.5
+    assert json.loads(plain)["settings"]["sampler.backtrack"] == 1.0
+    # no inner steps, no descent: backtracking cannot change anything there
+    assert variant["results"][0]["in_dist/mse"] == json.loads(plain)["results"][0]["in_dist/mse"]

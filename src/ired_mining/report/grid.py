@@ -51,7 +51,8 @@ def factors_of(runs: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
     a mining option's is its strategy's default; any other key's is its most common value."""
     flats = [flat_config(r.config) for r in runs]
     keys = sorted({k for f in flats for k in f if not k.startswith(IGNORED)})
-    factors = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+    # A key only some strategies have (mining.steps) varies with the strategy, not on its own.
+    factors = [k for k in keys if len({f[k] for f in flats if k in f}) > 1]
     reference = {k: Counter(f[k] for f in flats if k in f).most_common(1)[0][0] for k in factors}
     return factors, reference
 
@@ -114,6 +115,14 @@ def corrected_changes(groups: dict[str, list[RunRecord]], baseline: str, split: 
                           p[n], adjusted[n]) for n in others}, m
 
 
+def axis_order(values: set[str]) -> list[str]:
+    """An axis's values (JSON text) in numeric order; anything not a number after them, by its text."""
+    def key(v: str):
+        x = json.loads(v)
+        return (0, x, v) if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0, v)
+    return sorted(values, key=key)
+
+
 def grid_map(settings: dict[str, dict[str, str]], factors: list[str], reference: dict[str, str]) -> GridMap | None:
     """The largest 2-D grid in the sweep: two factors, and the configurations that differ from the
     reference in those two only (≥ 2 values on each axis, and some cell off both axes, so that two
@@ -134,8 +143,7 @@ def grid_map(settings: dict[str, dict[str, str]], factors: list[str], reference:
     if best is None:
         return None
     x, y, cells = best
-    order = lambda vs: sorted(vs, key=lambda v: (json.loads(v) if isinstance(json.loads(v), (int, float)) else 0, v))  # noqa: E731
-    xs, ys = order({c[0] for c in cells}), order({c[1] for c in cells})
+    xs, ys = axis_order({c[0] for c in cells}), axis_order({c[1] for c in cells})
     return GridMap(x, y, [json.loads(v) for v in xs], [json.loads(v) for v in ys],
                    [[cells.get((vx, vy)) for vx in xs] for vy in ys])
 
