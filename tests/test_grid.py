@@ -127,7 +127,7 @@ POINTS = {
     "adversarial": ("adversarial", {}, 512, 1.01, 0.8),
     "c0.5_k1": ("adversarial", {"corruption": 0.5, "steps": 1}, 512, 0.6, 0.1),   # 40 % lower: clears
     "c0.5_k2": ("adversarial", {"corruption": 0.5}, 512, 0.7, 0.12),
-    "c3_k1": ("adversarial", {"steps": 1}, 512, 1.05, 0.7),
+    "c3_k1": ("adversarial", {"steps": 1, "corruption": 3}, 512, 1.05, 0.7),  # 3, not 3.0: the same value
     "w2": ("adversarial", {"weight": 2.0}, 512, 1.2, 0.9),
 }
 
@@ -157,7 +157,7 @@ def test_grid_report_labels_corrects_and_judges_the_best_configuration(tmp_path)
     g = a["grid"]
     labels = {p["label"] for p in g["points"]}
     assert labels == {"none", "none model.hidden=1024", "adversarial", "adversarial corruption=0.5 steps=1",
-                      "adversarial corruption=0.5", "adversarial steps=1", "adversarial weight=2.0"}
+                      "adversarial corruption=0.5", "adversarial steps=1", "adversarial weight=2"}
     assert set(g["factors"]) >= {"mining.name", "mining.corruption", "mining.steps", "mining.weight", "model.hidden"}
     m = len(POINTS) - 1
     assert g["comparisons"] == {"in_dist": m, "harder": m}
@@ -194,7 +194,7 @@ def test_grid_report_labels_corrects_and_judges_the_best_configuration(tmp_path)
 
     # the 2-D grid: corruption × steps, the centre and three corners
     assert g["map"]["x"] == "mining.corruption" and g["map"]["y"] == "mining.steps"
-    assert g["map"]["x_values"] == [0.5, 3.0] and g["map"]["y_values"] == [1, 2]
+    assert g["map"]["x_values"] == [0.5, 3] and g["map"]["y_values"] == [1, 2]
     assert g["map"]["cells"] == [["adversarial corruption=0.5 steps=1", "adversarial steps=1"],
                                  ["adversarial corruption=0.5", "adversarial"]]
     for name in ("grid_heatmap.png", "mse_vs_negative_distance.png", "learning_curves.png"):
@@ -241,6 +241,9 @@ def test_tiny_real_grid_through_the_cli(tmp_path):
                       "adversarial steps=1", "adversarial backtrack=0.5"}
     assert a["grid"]["comparisons"]["in_dist"] == 5
     assert a["grid"]["map"]["x"] == "mining.corruption" and a["grid"]["map"]["y"] == "mining.steps"
+    # c3_k1 writes corruption 3, the default 3.0: one column, every cell filled
+    assert a["grid"]["map"]["x_values"] == [0.5, 3] and a["grid"]["map"]["y_values"] == [1, 2]
+    assert all(cell is not None for row in a["grid"]["map"]["cells"] for cell in row)
     for p in a["grid"]["points"]:
         assert p["n"] == 2 and (p["neg_dist"]["n"] == 2) == (p["strategy"] == "adversarial")
     # the report's final MSE is each run's own metrics.json
@@ -258,3 +261,13 @@ def test_a_bad_grid_point_is_one_line(tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ired-train: error: grid=bogus is not available")
+
+
+def test_a_strategy_run_with_other_options_than_its_defaults_is_labelled_by_them(tmp_path):
+    # Only two configurations and two strategies, but adversarial is not the spec's: say so.
+    points = {k: v for k, v in POINTS.items() if k in ("none", "c0.5_k1")}
+    sweep = make_grid(tmp_path / "grid", points)
+    write_report(sweep)
+    a = read_json(sweep / "summary.json")
+    assert [p["label"] for p in a["grid"]["points"]] == ["none", "adversarial corruption=0.5 steps=1"]
+    assert a["strategies"] == ["none", "adversarial corruption=0.5 steps=1"]

@@ -28,12 +28,14 @@ STRATEGY_KEY = "mining.name"
 # ================================================================ configurations and their labels
 
 def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
-    """Every leaf of a config as dotted key → JSON text (so 1 and 1.0 stay distinct only if YAML says so)."""
+    """Every leaf of a config as dotted key → JSON text; a whole float is written as an integer, so
+    that `corruption: 3` in one file and `3.0` in another are the same setting."""
     out = {}
     for k, v in config.items():
         if isinstance(v, dict):
             out |= flat_config(v, f"{prefix}{k}.")
         else:
+            v = int(v) if isinstance(v, float) and v.is_integer() else v
             out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
     return out
 
@@ -60,9 +62,10 @@ def factors_of(runs: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
 def label_runs(runs: list[RunRecord]) -> tuple[dict[str, str], dict[str, dict[str, str]], list[str], dict[str, str]]:
     """(run name → label, label → its factors' values, the factors, their reference values).
 
-    The label is the strategy, then each factor whose value differs from the reference (mining
-    options without their `mining.` prefix), e.g. `adversarial corruption=0.5 steps=1`, `none
-    model.hidden=1024`. Without factors beyond the strategy the label is the strategy alone.
+    The label is the strategy, then each of its mining options that differs from the strategy's
+    default (without the `mining.` prefix), then each other factor whose value differs from the
+    reference: e.g. `adversarial corruption=0.5 steps=1`, `none model.hidden=1024`. A run of the
+    strategy's defaults is labelled by the strategy alone.
     """
     factors, reference = factors_of(runs)
     defaults = {s: strategy_defaults(s) for s in {r.strategy for r in runs}}
@@ -70,19 +73,20 @@ def label_runs(runs: list[RunRecord]) -> tuple[dict[str, str], dict[str, dict[st
     for r in runs:
         flat = flat_config(r.config)
         own = {k: flat[k] for k in factors if k in flat}
-        parts = [r.strategy]
-        for k, v in own.items():
-            ref = defaults[r.strategy].get(k, reference[k]) if k.startswith("mining.") else reference[k]
-            if k != STRATEGY_KEY and json.loads(v) != json.loads(ref):  # 3 and 3.0 are the same setting
-                parts.append(f"{k.removeprefix('mining.')}={json.loads(v)}")
+        changed = {k: v for k, v in flat.items()  # a mining option counts even if the whole sweep changed it
+                   if k.startswith("mining.") and k in defaults[r.strategy] and v != defaults[r.strategy][k]}
+        changed |= {k: v for k, v in own.items() if not k.startswith("mining.") and v != reference[k]}
+        parts = [r.strategy] + [f"{k.removeprefix('mining.')}={json.loads(v)}" for k, v in sorted(changed.items())]
         labels[r.name] = " ".join(parts)
         settings[labels[r.name]] = own
     return labels, settings, factors, reference
 
 
 def is_grid(labels: dict[str, str], runs: list[RunRecord]) -> bool:
-    """More configurations than strategies: something besides the strategy varies."""
-    return len(set(labels.values())) > len({r.strategy for r in runs})
+    """Something besides the strategy varies, or a strategy runs with other options than its own
+    defaults: then a strategy's name alone would not say what ran."""
+    return (len(set(labels.values())) > len({r.strategy for r in runs})
+            or any(labels[r.name] != r.strategy for r in runs))
 
 
 # ================================================================ statistics per configuration
