@@ -34,7 +34,9 @@ def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> No
         for iy in range(values.shape[0]):
             for ix in range(values.shape[1]):
                 if math.isfinite(values[iy, ix]):
-                    ax.text(ix, iy, f"{values[iy, ix]:+.1f} %", ha="center", va="center", fontsize=9)
+                    dark = abs(values[iy, ix]) > span / 2  # white text on the saturated cells
+                    ax.text(ix, iy, f"{values[iy, ix]:+.1f} %", ha="center", va="center", fontsize=9,
+                            color="white" if dark else "black")
         ax.set_xticks(range(len(g.x_values)), [str(v) for v in g.x_values])
         ax.set_yticks(range(len(g.y_values)), [str(v) for v in g.y_values])
         ax.set_xlabel(g.x)
