@@ -71,6 +71,11 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg.train.batch_size >= 2 or cfg.mining.source != "derangement", "train.batch_size",
                  cfg.train.batch_size, "≥ 2 for derangement negatives")
     _require(cfg.sampler.inner_steps >= 0, "sampler.inner_steps", cfg.sampler.inner_steps, "an integer ≥ 0")
+    shrinks = {"sampler.backtrack": cfg.sampler.backtrack}
+    if cfg.mining.name == "adversarial":
+        shrinks["mining.backtrack"] = cfg.mining.backtrack
+    for key, value in shrinks.items():
+        _require(0 < value <= 1, key, value, "a number in (0, 1] (1 = no backtracking)")
     _require(cfg.hardware.device in ("auto", "cpu", "cuda"), "hardware.device", cfg.hardware.device,
              "auto, cpu or cuda")
     _require(len(cfg.eval.splits) >= 1 and all(lam > 0 for lam in cfg.eval.splits.values()),

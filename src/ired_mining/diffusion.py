@@ -39,7 +39,7 @@ class Diffusion:
     """Per-level coefficients as (T, 1) columns on the training device, indexed by t."""
 
     def __init__(self, schedule: Schedule, device: torch.device | str = "cpu",
-                 clamp: float = 2.0, descent_scale: float = 1.0):
+                 clamp: float = 2.0, descent_scale: float = 1.0, sample_backtrack: float = 1.0):
         col = lambda v: v.to(device=device, dtype=torch.float32)[:, None]  # noqa: E731
         self.schedule = schedule
         self.num_steps = schedule.num_steps
@@ -48,6 +48,7 @@ class Diffusion:
         self.step_size = col(schedule.step_sizes * descent_scale)
         self.clamp = clamp
         self.levels = torch.arange(self.num_steps, device=device)
+        self.sample_backtrack = sample_backtrack  # the sampler's shrink factor (sampler.backtrack)
 
     # ---------------------------------------------------------------- training
 
@@ -64,7 +65,7 @@ class Diffusion:
 
     @torch.no_grad()
     def descend(self, energy: BoundEnergy, y: torch.Tensor, t: torch.Tensor | int, steps: int,
-                scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: float = 1.0, backtrack: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """`steps` steps of y ← clamp(y − scale·η_t ∇E, ±clamp·√ᾱ_t), keeping per sample the old y
         where a step raised the energy; `energy` is y ↦ E(x, y, t) bound to the problems and levels,
         `t` one level per sample or a single level for the whole batch. Returns (y, E(y)); no graph
@@ -72,12 +73,19 @@ class Diffusion:
 
         One forward-backward per step: the pass at a candidate gives both its energy (accept or
         reject) and its gradient (the next step), and the last candidate needs only its energy.
+
+        `backtrack` < 1: a sample whose step was rejected tries its next step `backtrack` times as
+        long (its step sizes are a tensor, one per sample, so no host sync); an accepted step keeps
+        its size. 1 (the spec) retries the same step from the same point, which a smooth energy
+        rejects again, so extra steps would change nothing.
         """
         step = scale * self.step_size[t]
         bound = self.clamp * self.sqrt_ac[t]
         y = y.detach()
         if steps == 0:
             return y, energy.energy(y)
+        if backtrack != 1.0:
+            step = step.expand(y.shape[0], 1)
         e, grad = energy.energy_and_grad(y)
         for k in range(steps):
             cand = torch.clamp(y - step * grad, -bound, bound)
@@ -88,16 +96,21 @@ class Diffusion:
             e = torch.where(accept, e_new, e)
             if not last:
                 grad = torch.where(accept[:, None], g_new, grad)
+                if backtrack != 1.0:
+                    step = torch.where(accept[:, None], step, step * backtrack)
         return y, e
 
     # ---------------------------------------------------------------- sampling
 
     @torch.no_grad()
     def sample(self, model: EnergyMLP, x: torch.Tensor, inner_steps: int = 5,
-               generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
+               generator: torch.Generator | None = None, scale: float = 1.0,
+               backtrack: float | None = None) -> torch.Tensor:
         """The IRED sampler (ired.md §5): from y_T ~ N(0, I), at each level t = T−1 … 0 one
-        denoising step without added noise, then `inner_steps` of energy descent. Returns ŷ0
-        in answer space (not scaled by √ᾱ_0)."""
+        denoising step without added noise, then `inner_steps` of energy descent (`backtrack` as in
+        `descend`; None: this diffusion's `sample_backtrack`). Returns ŷ0 in answer space (not
+        scaled by √ᾱ_0)."""
+        backtrack = self.sample_backtrack if backtrack is None else backtrack
         y = torch.randn(x.shape[0], model.n * model.n, device=x.device, dtype=x.dtype, generator=generator)
         table = model.conditioning(self.levels)
         # Every sample is at the same level: one conditioning row, broadcast over the batch.
@@ -108,7 +121,7 @@ class Diffusion:
             eps_hat = energy.grad(y)
             y0 = ((y - self.sqrt_1m_ac[level] * eps_hat) / self.sqrt_ac[level]).clamp(-self.clamp, self.clamp)
             y = self.sqrt_ac[level] * y0
-            y, _ = self.descend(energy, y, level, inner_steps, scale)
+            y, _ = self.descend(energy, y, level, inner_steps, scale, backtrack)
             y0 = y / self.sqrt_ac[level]
             if level > 0:
                 y = self.sqrt_ac[level - 1] * y0
@@ -116,6 +129,8 @@ class Diffusion:
 
 
 def build_diffusion(cfg, device: torch.device | str) -> Diffusion:
-    """The diffusion a composed config's `diffusion` group describes."""
+    """The diffusion a composed config's `diffusion` group describes, with the sampler's
+    backtracking (`sampler.backtrack`; runs made before the key existed: 1, the spec)."""
     d = cfg.diffusion
-    return Diffusion(cosine_schedule(d.steps, d.s, d.max_beta), device, clamp=d.clamp)
+    return Diffusion(cosine_schedule(d.steps, d.s, d.max_beta), device, clamp=d.clamp,
+                     sample_backtrack=float(cfg.sampler.get("backtrack", 1.0)))

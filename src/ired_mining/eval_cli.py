@@ -33,6 +33,7 @@ def settings(run: LoadedRun, splits: list[str]) -> dict:
     return {"eval.size": c.eval.size, "eval.seed": c.eval.seed, "eval.batch_size": c.eval.batch_size,
             "splits": {k: float(v) for k, v in c.eval.splits.items() if k in splits},
             "sampler.inner_steps": c.sampler.inner_steps, "sampler.step_scale": c.sampler.step_scale,
+            "sampler.backtrack": c.sampler.backtrack,
             "device": str(next(run.model.parameters()).device)}
 
 
@@ -140,11 +141,14 @@ def cli(argv: list[str]) -> None:
     if args.scaling:
         out = record(run, run_dir, args.overrides, splits)
         rows = scaling(run, splits, steps)
-        atomic_write_json(out_dir / "scaling.json", out | {"inner_steps": steps, "results": rows})
+        # The plain run's curve is scaling.json (the report reads it); a variant, such as
+        # sampler.backtrack=0.5, goes beside it under its overrides' name.
+        stem = f"scaling-{output_name(overrides)}" if overrides else "scaling"
+        atomic_write_json(out_dir / f"{stem}.json", out | {"inner_steps": steps, "results": rows})
         plot_scaling_run(rows, splits, f"{run.cfg.mining.name} · seed {run.cfg.seed} · step {run.step}",
-                         out_dir / "scaling.png")
+                         out_dir / f"{stem}.png")
         print_scaling(rows, splits)
-        print(f"wrote {out_dir / 'scaling.json'} and {out_dir / 'scaling.png'}")
+        print(f"wrote {out_dir / f'{stem}.json'} and {out_dir / f'{stem}.png'}")
         return
     metrics = run_eval(run, splits)
     path = out_dir / f"{output_name(args.overrides)}.json"

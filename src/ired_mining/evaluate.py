@@ -160,7 +160,10 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     state = load_checkpoint(checkpoints[-1], "cpu")  # CheckpointError says in one line what is wrong
     if "ema" not in state or "config" not in state:
         raise EvalError(f"checkpoint {checkpoints[-1]} holds no EMA weights or config")
-    cfg = apply_overrides(OmegaConf.create(state["config"]), list(overrides))
+    cfg = OmegaConf.create(state["config"])
+    if "backtrack" not in cfg.sampler:  # a run from before the key: the spec's descent, which it used
+        cfg.sampler.backtrack = 1.0
+    cfg = apply_overrides(cfg, list(overrides))
     try:
         device = pick_device(cfg)
     except ConfigError as err:

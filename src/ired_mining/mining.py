@@ -57,15 +57,17 @@ class RandomNegatives:
 @dataclass
 class AdversarialNegatives:
     """`adversarial`: start from z = √ᾱ_t y + c √(1−ᾱ_t) ε' (c = `corruption`) and take `steps` of
-    energy descent: the wrong answers the current model likes best, i.e. gradient ascent on L_energy."""
+    energy descent: the wrong answers the current model likes best, i.e. gradient ascent on L_energy.
+    `backtrack` < 1 shrinks a sample's step by that factor after each rejected step (1: the spec)."""
 
     steps: int = 2
     step_scale: float = 1.0
     corruption: float = 3.0
+    backtrack: float = 1.0
 
     def negatives(self, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
         z = diffusion.noise(batch.y, batch.t, batch.eps, eps_scale=self.corruption)
-        z, _ = diffusion.descend(batch.energy, z, batch.t, self.steps, self.step_scale)
+        z, _ = diffusion.descend(batch.energy, z, batch.t, self.steps, self.step_scale, self.backtrack)
         return (z / diffusion.sqrt_ac[batch.t]).clamp(-diffusion.clamp, diffusion.clamp)
 
 

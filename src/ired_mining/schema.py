@@ -143,6 +143,7 @@ class EvalConfig:
 class SamplerConfig:
     inner_steps: int = MISSING
     step_scale: float = MISSING
+    backtrack: float = MISSING
 
 
 @dataclass

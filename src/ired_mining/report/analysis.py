@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ired_mining.report.grid import analyse_grid, is_grid, label_runs
 from ired_mining.report.provenance import provenance
 from ired_mining.report.records import RunRecord
-from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Problem, Reached,
+from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Grid, Problem, Reached,
                                         Reference, RunCount, Scaling, ScalingCurve, SplitResult, Spread, Stat,
                                         Timing, Verdict)
-from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bootstrap_relative_change, mean_std, verdict,
-                               welch_relative_change)
+from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bonferroni_level, bootstrap_relative_change, mean_std,
+                               verdict, welch_relative_change)
 
 BASELINE = "none"           # the strategy every other one is compared with
 TREATMENT = "adversarial"   # the strategy the success criterion is about
@@ -209,6 +210,45 @@ def judge(final: Final) -> Verdict:
     return Verdict(outcome, welch, boot, [n_t, n_b], text)
 
 
+def judge_grid(grid: Grid, final: Final) -> Verdict:
+    """The verdict on the criterion for the grid's best configuration (lowest point estimate in
+    distribution), from its Bonferroni simultaneous interval: picked by looking at all of them, its
+    interval still covers, because all of them cover together."""
+    primary = final.splits.get(PRIMARY_SPLIT, SplitResult({}, {}))
+    best = grid.best
+    point = next((p for p in grid.points if p.label == best), None)
+    if point is None or PRIMARY_SPLIT not in point.change:
+        n_b = primary.stats[BASELINE].n if BASELINE in primary.stats else 0
+        return Verdict(INCONCLUSIVE, None, None, [0, n_b],
+                       f"cannot be judged: it needs ≥ 2 finished seeds of `{BASELINE}` and of some other "
+                       f"configuration (`{BASELINE}` has {n_b}).")
+    change, m = point.change[PRIMARY_SPLIT], grid.comparisons[PRIMARY_SPLIT]
+    sim, n = change.simultaneous, [point.n, primary.stats[BASELINE].n]
+    outcome = verdict(sim, CRITERION)
+    reason = {CLEARS: f"the whole simultaneous interval lies at or below {pct(CRITERION)}: the criterion is met.",
+              FALLS_SHORT: f"the whole simultaneous interval lies above {pct(CRITERION)}: no configuration of "
+                           f"this grid meets the criterion.",
+              INCONCLUSIVE: f"the simultaneous interval straddles {pct(CRITERION)}: these seeds neither confirm "
+                            f"nor rule out the criterion (more seeds narrow the interval)."}[outcome]
+    text = (f"in distribution, the best of the {m + 1} configurations, `{best}`, differs from `{BASELINE}` by "
+            f"{pct(sim.point)} (ratio of geometric means, {n[0]} vs {n[1]} seeds; simultaneous 95 % interval "
+            f"over the {m} comparisons with `{BASELINE}` (Bonferroni, each at {100 * bonferroni_level(m):.2f} %) "
+            f"{pct(sim.lo)} to {pct(sim.hi)}; Holm-adjusted p = {change.p_holm:.3g}). The criterion is "
+            f"≥ {pct(-CRITERION, sign=False, digits=0)} lower; {reason}")
+    boot = primary.change[best].bootstrap if best in primary.change else None
+    return Verdict(outcome, sim, boot, n, text)
+
+
+def configurations(finished: list[RunRecord]) -> tuple[dict[str, list[RunRecord]], tuple | None]:
+    """The finished runs grouped, baseline first: by strategy, or, when other settings vary too
+    (a grid), by configuration label; with the grid's labelling (None if not a grid)."""
+    labelling = label_runs(finished)
+    grid = is_grid(labelling[0], finished)
+    key = (lambda r: labelling[0][r.name]) if grid else (lambda r: r.strategy)  # noqa: E731
+    order = strategy_order({key(r) for r in finished})
+    return {name: [r for r in finished if key(r) == name] for name in order}, labelling if grid else None
+
+
 def floor_statements(final: Final, refs: dict[str, Reference]) -> list[str]:
     """One plain sentence per strategy and split that does not beat the zero predictor."""
     lines = []
@@ -228,12 +268,12 @@ def floor_statements(final: Final, refs: dict[str, Reference]) -> list[str]:
 
 def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysis:
     finished = [r for r in runs if r.finished]
-    order = strategy_order({r.strategy for r in finished})
-    groups = {name: [r for r in finished if r.strategy == name] for name in order}
+    groups, labelling = configurations(finished)
+    order = list(groups)
     splits = splits_of(finished or runs)
     refs, warnings = references(finished, splits)
     varying = varying_settings(finished)
-    if varying:
+    if varying and labelling is None:  # in a grid the settings that vary are the point
         warnings.append("settings other than strategy and seed differ between runs: " + ", ".join(varying))
     for r in finished:
         for split in splits:
@@ -241,13 +281,20 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysi
             if not math.isfinite(v):
                 warnings.append(f"{r.name}: {split}/mse is {v}; left out of that split's statistics")
     final = analyse_final(groups, splits)
+    at_equal_time = equal_time(groups, splits, final.timing) if finished else None
+    grid = None
+    if labelling is not None:
+        _, settings, factors, reference = labelling
+        grid = analyse_grid(groups, settings, factors, reference, splits, BASELINE, PRIMARY_SPLIT, final,
+                            at_equal_time)
     return Analysis(
         sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=TREATMENT,
         criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(finished), len(runs)),
-        references=refs, final=final, warnings=notes + warnings, verdict=judge(final),
+        references=refs, final=final, warnings=notes + warnings,
+        verdict=judge_grid(grid, final) if grid else judge(final),
         floor=floor_statements(final, refs),
         equal_steps=equal_steps(groups, splits, finished) if finished else None,
-        equal_time=equal_time(groups, splits, final.timing) if finished else None,
+        equal_time=at_equal_time,
         scaling=analyse_scaling(groups, splits),
         problems=[Problem(r.name, r.strategy, r.seed, r.status, r.error) for r in runs if not r.finished],
-        provenance=provenance(sweep_dir, runs))
+        provenance=provenance(sweep_dir, runs), grid=grid)

@@ -31,6 +31,9 @@ def render_tables(a: Analysis, plots: dict[str, str]) -> list[str]:
           "EMA-model sampler MSE at the end of training, mean ± std over seeds; change against "
           f"`{a.baseline}` as the ratio of geometric means − 1 with a 95 % Welch interval (see *Statistics*).", ""]
     md += [to_markdown(main_table(a)), ""]
+    if a.grid:
+        from ired_mining.report.grid_markdown import render_grid
+        md += render_grid(a, plots)
     eq = a.equal_steps
     md += ["## Equal steps", ""]
     if eq.all_final:

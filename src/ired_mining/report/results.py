@@ -136,6 +136,57 @@ class Problem:
     detail: str
 
 
+# ================================================================ a grid of configurations
+
+@dataclass
+class GridChange:
+    """One configuration's change against the baseline on one split, corrected for multiplicity."""
+
+    welch: Interval             # 95 % Welch interval, uncorrected
+    simultaneous: Interval      # Bonferroni: level 1 − 0.05/m, m the comparisons on this split
+    p: float                    # Welch's two-sided p-value (H0: no change)
+    p_holm: float               # Holm-adjusted over the m comparisons on this split
+
+
+@dataclass
+class GridPoint:
+    """One configuration: its runs (over seeds) and what varies in it."""
+
+    label: str
+    strategy: str
+    settings: dict[str, str]    # every factor of the grid: key → value (JSON text) in this configuration
+    n: int
+    mse: dict[str, Stat]
+    mse_interval: dict[str, list[float]]  # 95 % t interval of the mean MSE, per split
+    change: dict[str, GridChange]         # absent for the baseline
+    neg_dist: Stat              # RMS distance of the negatives to the truth, last training window
+    neg_gap: Stat               # E⁻ − E⁺, last training window
+    ms_per_step: Stat
+    equal_time_mse: dict[str, Stat]
+
+
+@dataclass
+class GridMap:
+    """A 2-D grid: configurations that differ from the reference only in two factors."""
+
+    x: str
+    y: str
+    x_values: list[str]
+    y_values: list[str]
+    cells: list[list[str | None]]  # [y][x]: the configuration's label (None: not in the sweep)
+
+
+@dataclass
+class Grid:
+    factors: list[str]          # config keys that vary between configurations (seed excluded)
+    reference: dict[str, str]   # the value each factor has unless a configuration says otherwise
+    comparisons: dict[str, int]  # split → m, comparisons with a defined test
+    level: float                # family-wise level of the simultaneous intervals
+    points: list[GridPoint]
+    best: str | None            # lowest point estimate on the primary split, among compared ones
+    map: GridMap | None
+
+
 @dataclass
 class Analysis:
     sweep_dir: str
@@ -156,10 +207,12 @@ class Analysis:
     scaling: Scaling | None         # None until ired-eval --scaling has run
     problems: list[Problem]
     provenance: Provenance
+    grid: Grid | None = None        # None unless settings besides the strategy vary
 
     def to_json(self) -> dict:
         out = asdict(self)
-        for key in ("equal_steps", "equal_time"):  # absent, not null, when no run finished
+        for key in ("equal_steps", "equal_time", "grid"):  # absent, not null, when no run finished / no grid
             if out[key] is None:
                 del out[key]
         return out
+

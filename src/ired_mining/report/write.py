@@ -9,13 +9,14 @@ import math
 import sys
 from pathlib import Path
 
-from ired_mining.report.analysis import BASELINE, analyse, mining_ms, strategy_order
+from ired_mining.report.analysis import BASELINE, analyse, configurations, mining_ms, strategy_order
 from ired_mining.report.console import print_report
 from ired_mining.report.markdown import render_markdown
 from ired_mining.report.plots import plot_learning_curves, plot_scaling
 from ired_mining.report.records import ReportError, RunRecord, collect
 
 PLOTS = {"curves": "learning_curves.png", "scaling": "scaling.png"}
+GRID_PLOTS = {"heatmap": "grid_heatmap.png", "distance": "mse_vs_negative_distance.png"}
 
 
 def write_report(sweep_dir: Path | str, console=None) -> Path:
@@ -32,14 +33,19 @@ def write_report(sweep_dir: Path | str, console=None) -> Path:
     a = analyse(sweep_dir, runs, notes)
     finished = [r for r in runs if r.finished]
     if finished:
-        groups = {name: [r for r in finished if r.strategy == name] for name in a.strategies}
+        groups, _ = configurations(finished)
         plot_learning_curves(groups, a.splits, a.references, sweep_dir / PLOTS["curves"])
+    if a.grid:
+        from ired_mining.report.grid_plots import plot_distance, plot_heatmap
+        if a.grid.map:
+            plot_heatmap(a.grid, a.splits, a.baseline, sweep_dir / GRID_PLOTS["heatmap"])
+        plot_distance(a.grid, a.splits, a.baseline, a.references, sweep_dir / GRID_PLOTS["distance"])
     if a.scaling:
         plot_scaling(a.scaling, a.splits, a.references, sweep_dir / PLOTS["scaling"])
     write_csv(runs, sweep_dir / "runs.csv")
     (sweep_dir / "summary.json").write_text(json.dumps(json_safe(a.to_json()), indent=2) + "\n")
     summary = sweep_dir / "summary.md"
-    summary.write_text(render_markdown(a, PLOTS))
+    summary.write_text(render_markdown(a, PLOTS | GRID_PLOTS))
     if console is not None:
         print_report(a, console)
         console.print(f"report: [bold]{summary}[/bold]")

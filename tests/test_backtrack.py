@@ -1,0 +1,220 @@
+"""Backtracking energy descent (`sampler.backtrack`, `mining.backtrack`) against independent
+computations: a closed-form quadratic energy followed by hand, float64 energies recomputed by the
+model's plain forward, and the spec's loop kept here verbatim for the default path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ired_mining.data import spd_batch
+from ired_mining.diffusion import Diffusion, cosine_schedule
+from ired_mining.mining import AdversarialNegatives, MiningBatch
+from ired_mining.model import EnergyMLP
+
+from conftest import run_cli
+
+
+class Quadratic:
+    """E(y) = ½ Σ a·y² per sample, a > 0 one curvature per sample: descent's step s is accepted
+    exactly when s·a ≤ 2 (then y ← (1 − s·a) y), so the whole trajectory is known in closed form."""
+
+    def __init__(self, a: torch.Tensor):
+        self.a = a[:, None]
+
+    def energy(self, y):
+        return 0.5 * (self.a * y.square()).sum(-1)
+
+    def energy_and_grad(self, y):
+        return self.energy(y), self.a * y
+
+
+def by_hand(a: float, y: float, s: float, shrink: float, steps: int) -> tuple[float, list[float]]:
+    """The backtracking rule on one scalar sample, in Python floats: the final y and each step's size."""
+    sizes = []
+    for _ in range(steps):
+        sizes.append(s)
+        if s * a <= 2:
+            y = (1 - s * a) * y
+        else:
+            s *= shrink
+    return y, sizes
+
+
+def spec_descend(diffusion, energy, y, t, steps, scale=1.0):
+    """The descent loop as the spec's implementation had it before backtracking existed (frozen here)."""
+    step = scale * diffusion.step_size[t]
+    bound = diffusion.clamp * diffusion.sqrt_ac[t]
+    y = y.detach()
+    if steps == 0:
+        return y, energy.energy(y)
+    e, grad = energy.energy_and_grad(y)
+    for k in range(steps):
+        cand = torch.clamp(y - step * grad, -bound, bound)
+        last = k + 1 == steps
+        e_new, g_new = (energy.energy(cand), None) if last else energy.energy_and_grad(cand)
+        accept = e_new <= e
+        y = torch.where(accept[:, None], cand, y)
+        e = torch.where(accept, e_new, e)
+        if not last:
+            grad = torch.where(accept[:, None], g_new, grad)
+    return y, e
+
+
+def _model(n=3, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return EnergyMLP(n, 16, 8).to(dtype)
+
+
+def _problem(model, diffusion, b=64, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    p = spd_batch(model.n, b, 0.5, g)
+    t = torch.randint(0, diffusion.num_steps, (b,), generator=g)
+    eps = torch.randn(p.y.shape, generator=g)
+    cond = model.conditioning(diffusion.levels)[t]
+    x, y, eps = p.x.to(dtype), p.y.to(dtype), eps.to(dtype)
+    return model.bind(x, cond).detached(), x, cond, y, t, eps
+
+
+# ---------------------------------------------------------------- the rule, in closed form
+
+@pytest.mark.parametrize("shrink", [0.5, 0.3])
+def test_a_rejected_step_is_retried_strictly_smaller_as_by_hand(shrink):
+    diffusion = Diffusion(cosine_schedule(10), clamp=1e9)  # no clamp: the closed form holds
+    a = torch.tensor([0.5, 3.0, 9.0, 40.0, 200.0], dtype=torch.float64)
+    y0 = torch.ones(5, 1, dtype=torch.float64)
+    scale, level, steps = 4.0, 9, 12
+    s0 = scale * diffusion.step_size[level].item()
+    y, e = diffusion.descend(Quadratic(a), y0, level, steps, scale, backtrack=shrink)
+    for i in range(5):
+        y_hand, sizes = by_hand(a[i].item(), 1.0, s0, shrink, steps)
+        assert y[i, 0].item() == pytest.approx(y_hand, rel=1e-5, abs=1e-12)
+        # where a step is rejected (s·a > 2) the next one is strictly smaller; accepted, it stays
+        for now, nxt in zip(sizes, sizes[1:]):
+            assert (nxt < now) if now * a[i].item() > 2 else (nxt == now)
+    # the stiff samples were rejected at first and moved only thanks to the smaller steps
+    assert (s0 * a[2:] > 2).all() and (e[2:] < Quadratic(a).energy(y0)[2:]).all()
+
+
+def test_without_backtracking_a_rejected_sample_never_moves():
+    diffusion = Diffusion(cosine_schedule(10), clamp=1e9)
+    a = torch.tensor([0.5, 40.0], dtype=torch.float64)
+    y0 = torch.ones(2, 1, dtype=torch.float64)
+    y, _ = diffusion.descend(Quadratic(a), y0, 9, 50, 4.0)
+    assert y[1, 0].item() == 1.0  # rejected at once, retried with the same step 50 times
+    assert abs(y[0, 0].item()) < 1.0
+
+
+# ---------------------------------------------------------------- the real energy, float64
+
+@pytest.mark.parametrize("shrink", [1.0, 0.5])
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_energy_never_rises_along_the_descent(shrink, scale):
+    model = _model()
+    diffusion = Diffusion(cosine_schedule(10))
+    energy, x, cond, y, t, eps = _problem(model, diffusion)
+    start = diffusion.noise(y, t, eps, eps_scale=3.0)
+    with torch.no_grad():  # each prefix of the descent, its energy by the model's plain forward
+        energies = torch.stack([model.energy(x, diffusion.descend(energy, start, t, k, scale, shrink)[0], cond)
+                                for k in range(0, 13)])
+    assert (energies[1:] <= energies[:-1]).all()
+    assert (energies[-1] < energies[0]).any()
+
+
+def test_with_backtracking_more_steps_never_leave_a_sample_worse_and_help_where_the_spec_stalls():
+    model = _model(seed=3)
+    diffusion = Diffusion(cosine_schedule(10), clamp=1e9)  # no clamp: an unmoved sample was rejected
+    energy, x, cond, y, t, eps = _problem(model, diffusion, b=64, seed=1)
+    start = diffusion.noise(y, t, eps, eps_scale=3.0)
+    scale = 5000.0  # an untrained energy is nearly linear: only very long steps overshoot and are rejected
+    with torch.no_grad():
+        e = {(k, shrink): model.energy(x, diffusion.descend(energy, start, t, k, scale, shrink)[0], cond)
+             for k in (2, 5, 20, 40) for shrink in (1.0, 0.5)}
+    for fewer, more in [(2, 5), (5, 20), (20, 40)]:
+        assert (e[more, 0.5] <= e[fewer, 0.5]).all()
+    assert (e[40, 0.5] < e[20, 0.5]).any()
+    # the spec's descent: a sample rejected once never moves again; backtracking moves it on
+    with torch.no_grad():
+        ys = [diffusion.descend(energy, start, t, k, scale)[0] for k in range(0, 21)]
+    stalled = torch.zeros(len(start), dtype=torch.bool)
+    for k in range(20):
+        same = (ys[k + 1] == ys[k]).all(dim=1)
+        assert same[stalled].all()
+        stalled |= same
+    assert stalled.sum() > 0
+    assert torch.equal(e[20, 1.0][stalled], e[40, 1.0][stalled])
+    assert (e[40, 0.5][stalled] < e[40, 1.0][stalled]).float().mean() > 0.5
+
+
+# ---------------------------------------------------------------- the default is the spec, bit for bit
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_default_descent_is_the_spec_loop_bit_for_bit(dtype):
+    model = _model(dtype=dtype)
+    diffusion = Diffusion(cosine_schedule(10))
+    energy, x, cond, y, t, eps = _problem(model, diffusion, dtype=dtype)
+    start = diffusion.noise(y, t, eps, eps_scale=3.0)
+    for steps, scale in [(0, 1.0), (1, 1.0), (2, 1.0), (7, 3.0)]:
+        ours = diffusion.descend(energy, start, t, steps, scale)
+        spec = spec_descend(diffusion, energy, start, t, steps, scale)
+        assert torch.equal(ours[0], spec[0]) and torch.equal(ours[1], spec[1])
+    # one level for the whole batch, as the sampler calls it
+    whole = model.bind(x, model.conditioning(diffusion.levels)[4:5])
+    assert torch.equal(diffusion.descend(whole, start, 4, 5)[0], spec_descend(diffusion, whole, start, 4, 5)[0])
+
+
+def test_the_sampler_uses_its_diffusion_s_backtracking_unless_told():
+    model = _model(dtype=torch.float32)
+    x = spd_batch(3, 16, 0.5, torch.Generator().manual_seed(0)).x
+    plain, halving = Diffusion(cosine_schedule(10)), Diffusion(cosine_schedule(10), sample_backtrack=0.5)
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    a = plain.sample(model, x, 5, gen(), 5000.0)
+    assert torch.equal(a, plain.sample(model, x, 5, gen(), 5000.0, backtrack=1.0))
+    b = halving.sample(model, x, 5, gen(), 5000.0)
+    assert torch.equal(b, plain.sample(model, x, 5, gen(), 5000.0, backtrack=0.5))
+    assert not torch.equal(a, b)
+
+
+def test_the_miner_with_backtracking_moves_negatives_the_spec_leaves_at_the_start():
+    model = _model(dtype=torch.float64)
+    diffusion = Diffusion(cosine_schedule(10))
+    energy, x, cond, y, t, eps = _problem(model, diffusion)
+    batch = MiningBatch(energy, y, t, eps, torch.Generator().manual_seed(0))
+    assert AdversarialNegatives().backtrack == 1.0  # the spec by default
+    spec = AdversarialNegatives(steps=6, step_scale=5000.0).negatives(diffusion, batch)
+    back = AdversarialNegatives(steps=6, step_scale=5000.0, backtrack=0.5).negatives(diffusion, batch)
+    start = AdversarialNegatives(steps=0).negatives(diffusion, batch)
+    to_y = lambda neg: diffusion.sqrt_ac[t] * neg  # noqa: E731  (negatives come in answer space)
+    with torch.no_grad():
+        e_spec, e_back = model.energy(x, to_y(spec), cond), model.energy(x, to_y(back), cond)
+    stuck = (spec == start).all(dim=1)
+    assert stuck.sum() > 0  # such long steps are rejected by the spec's descent
+    assert (e_back[stuck] < e_spec[stuck]).any()
+
+
+# ---------------------------------------------------------------- the config keys
+
+@pytest.mark.parametrize("arg", ["mining.backtrack=0", "sampler.backtrack=1.5"])
+def test_a_backtracking_factor_out_of_range_is_one_line(arg, tiny, tmp_path):
+    proc = run_cli("ired-train", *tiny, arg, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ired-train: error:")
+    assert arg.split("=")[0] in lines[0] and "(0, 1]" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_ired_eval_scaling_with_backtracking_sits_beside_the_plain_curve(tiny, tmp_path):
+    run = tmp_path / "run"
+    run_cli("ired-train", *tiny, f"hydra.run.dir={run}", check=True)
+    run_cli("ired-eval", str(run), "--scaling", "--inner-steps", "0,5", check=True)
+    plain = (run / "eval" / "scaling.json").read_text()
+    run_cli("ired-eval", str(run), "sampler.backtrack=0.5", "--scaling", "--inner-steps", "0,5", check=True)
+    variant = json.loads((run / "eval" / "scaling-sampler.backtrack=0.5.json").read_text())
+    assert (run / "eval" / "scaling.json").read_text() == plain  # the report's curve is untouched
+    assert variant["settings"]["sampler.backtrack"] == 0.5
+    assert json.loads(plain)["settings"]["sampler.backtrack"] == 1.0
+    # no inner steps, no descent: backtracking cannot change anything there
+    assert variant["results"][0]["in_dist/mse"] == json.loads(plain)["results"][0]["in_dist/mse"]
