@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
+from ired_mining import preemption
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
 from ired_mining.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, fingerprint,
@@ -35,6 +36,7 @@ from ired_mining.config import ConfigError, check_cli_choices, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
+from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
 from ired_mining.report import cpu_model, read_jsonl
@@ -310,7 +312,7 @@ class Run:
 
             at_log = self.step % c.train.log_every == 0 or self.step == total
             at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
-            at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total
+            at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total or preemption.requested()
             if not (at_log or at_eval or at_ckpt):
                 continue
             if (bad_step := int(first_bad)) >= 0:
@@ -332,6 +334,7 @@ class Run:
                     f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
             if at_ckpt:
                 self.checkpoint()
+                preemption.hand_over(self.step)  # SLURM's warning signal: requeue from this checkpoint
             tick, tick_step = time.perf_counter(), self.step
         if not last:
             # Killed after the final checkpoint but before metrics.json: the final evaluation
@@ -358,14 +361,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info(f"{run_dir} already holds a finished run; leaving it as it is")
         return previous
 
+    check_fits(cfg, pick_device(cfg))  # a batch that cannot fit stops here, in one line
     run = Run(cfg, run_dir)
     try:
         run.resume()
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-        with Progress(*columns, transient=False) as progress:
+        with Progress(*columns, transient=False) as progress, naming_the_batch(cfg, run.device):
             last = run.fit(progress)
-    except TrainingDiverged as err:
+    except (TrainingDiverged, BatchTooLarge) as err:
         run.write_final("failed", error=str(err))
         raise
     return run.write_final("finished", **{k: v for k, v in last.items() if "/" in k})
@@ -377,7 +381,7 @@ def app(cfg: DictConfig) -> dict:
     try:
         validate(cfg)
         summary = train(cfg, run_dir)
-    except (ConfigError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, CheckpointError, TrainingDiverged, BatchTooLarge) as err:
         return fail(err, run_dir)
     except Exception as err:
         if HydraConfig.get().mode.name == "RUN":
@@ -393,7 +397,7 @@ def fail(err: Exception, run_dir: Path) -> dict:
     """Record the failure in metrics.json and say it in one line. A single run exits non-zero;
     a job of a multirun returns its failure, so the sweep goes on and its end table shows it."""
     message = f"{type(err).__name__}: {err}" if not isinstance(err, (ConfigError, CheckpointError,
-                                                                     TrainingDiverged)) else str(err)
+                                                                     TrainingDiverged, BatchTooLarge)) else str(err)
     final = run_dir / "metrics.json"
     if not final.exists():
         atomic_write_json(final, {"status": "failed", "error": message})
