@@ -23,6 +23,7 @@ from ired_mining.train import compile_ahead, compiled, loss_terms, train_step
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import yardstick  # noqa: E402
+from ties import TieWatch  # noqa: E402
 
 CFG = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0}})
 
@@ -75,24 +76,60 @@ def test_training_step_agrees_with_the_yardstick_in_float64(name, float64_defaul
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["random", "adversarial"])
+# Only strategies without an accept/reject decision: adversarial mining's float32 path is compared
+# below, sample by sample (a near-tie may flip a decision), and its whole step in float64 above.
+@pytest.mark.parametrize("name", ["none", "random"])
 def test_training_step_agrees_with_the_yardstick_to_float32_rounding(name):
     a, b, product, plain = _one_step_each(name, torch.float32, n=4, hidden=32, time_dim=16, batch=64)
     for key in ("loss/mse", "loss/energy", "loss/total"):
-        torch.testing.assert_close(a[key].detach(), b[key].detach(), rtol=1e-5, atol=0)
+        if key in b:
+            torch.testing.assert_close(a[key].detach(), b[key].detach(), rtol=1e-5, atol=0)
+    assert ("loss/energy" in a) == ("loss/energy" in b)
     for p, q in zip(product.parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
 
 
-# 10 levels × 6 gradient steps amplify rounding: float32 agrees to 1e-3 where one step agrees to 1e-5.
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-3)])
-def test_sampler_agrees_with_the_yardstick(dtype, tol, float64_default):
-    model, _ = _twins(dtype)
-    diffusion = _diffusion(dtype)
-    x = spd_batch(3, 8, 0.5, torch.Generator().manual_seed(0)).x.to(dtype)
+def assert_equal_but_for_near_ties(ours, plain, closest, tol, share=0.1, tie=1e-5):
+    """float32 results of two implementations through energy descent's accept test: every sample
+    agrees to `tol`, except at most `share` of them, and each of those went through a decision whose
+    two energies were within `tie` (relative) of each other, where rounding may decide either way."""
+    differs = (ours - plain).abs().amax(dim=1) > tol
+    assert differs.float().mean() <= share, f"{int(differs.sum())} of {len(differs)} samples differ"
+    assert (closest[differs] <= tie).all(), closest[differs]
+
+
+def test_sampler_agrees_with_the_yardstick_in_float64(float64_default):
+    model, _ = _twins(torch.float64)
+    diffusion = _diffusion(torch.float64)
+    x = spd_batch(3, 8, 0.5, torch.Generator().manual_seed(0)).x.to(torch.float64)
     ours = diffusion.sample(model, x, 5, torch.Generator().manual_seed(1))
     plain = yardstick.plain_sample(model, diffusion, x, 5, torch.Generator().manual_seed(1))
-    torch.testing.assert_close(ours, plain, rtol=tol, atol=tol)
+    torch.testing.assert_close(ours, plain, rtol=1e-10, atol=1e-10)
+
+
+# 10 levels × 6 gradient steps amplify rounding: float32 agrees to 1e-3 where one step agrees to 1e-5.
+def test_sampler_agrees_with_the_yardstick_in_float32_but_for_near_ties(float64_default):
+    model, _ = _twins(torch.float32)
+    diffusion = TieWatch(_diffusion(torch.float32))
+    x = spd_batch(3, 64, 0.5, torch.Generator().manual_seed(0)).x.to(torch.float32)
+    ours = diffusion.sample(model, x, 5, torch.Generator().manual_seed(1))
+    plain = yardstick.plain_sample(model, diffusion, x, 5, torch.Generator().manual_seed(1))
+    assert_equal_but_for_near_ties(ours, plain, diffusion.closest, tol=1e-3)
+
+
+def test_adversarial_negatives_agree_with_the_yardstick_in_float32_but_for_near_ties():
+    """Mining's float32 path (the loss terms on given negatives are compared above, with random)."""
+    model, _ = _twins(torch.float32, n=4, hidden=32, time_dim=16)
+    diffusion, strategy = TieWatch(_diffusion(torch.float32)), build_strategy("adversarial")
+    g = torch.Generator().manual_seed(1)
+    p = spd_batch(4, 256, 0.5, g)
+    t = torch.randint(0, 10, (256,), generator=g)
+    eps_pair = torch.randn(p.y.shape, generator=g)
+    energy = model.bind_levels(p.x, model.conditioning(diffusion.levels), t).detached()
+    ours = strategy.negatives(diffusion, MiningBatch(energy, p.y, t, eps_pair, torch.Generator()))
+    with torch.no_grad():
+        plain = yardstick.plain_negatives(model, diffusion, strategy, p.x, p.y, t, eps_pair, torch.Generator())
+    assert_equal_but_for_near_ties(ours, plain, diffusion.closest, tol=1e-4)
 
 
 def test_bound_energy_matches_the_plain_energy_and_its_autograd_gradient():

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ired_mining.data import fixed_set, spd_batch
 from ired_mining.diffusion import Diffusion, cosine_schedule
@@ -110,7 +109,10 @@ def test_energy_loss_is_the_two_way_cross_entropy():
     e_neg = torch.tensor([0.0, 5.0, 0.1, 900.0], dtype=torch.float64)
     direct = -torch.log(torch.exp(-e_pos) / (torch.exp(-e_pos) + torch.exp(-e_neg)))
     torch.testing.assert_close(energy_loss(e_pos, e_neg), direct)
-    torch.testing.assert_close(energy_loss(e_pos, e_neg), F.softplus(e_pos - e_neg))
+    # and stays finite where the direct form overflows: −log σ(−Δ) → Δ for a large gap Δ = E⁺ − E⁻,
+    # → e^{−|Δ|} ≈ 0 for a large negative one
+    far = energy_loss(torch.tensor([1000.0, 0.0]), torch.tensor([0.0, 1000.0]))
+    assert far.tolist() == [1000.0, 0.0]
 
 
 def _mining_batch(model, diffusion, n=3, b=32, seed=0):
@@ -140,8 +142,8 @@ def test_adversarial_negatives_never_raise_the_energy():
     assert (z[moved].abs() <= bound[moved] + 1e-6).all()
     neg = miner.negatives(diffusion, batch)
     assert neg.abs().max() <= 2.0
-    # the weights' flags are back as they were
-    assert all(p.requires_grad for p in model.parameters())
+    # no graph to the weights (they require grad), so mining costs no autograd memory
+    assert e_end.grad_fn is None and neg.grad_fn is None and not neg.requires_grad
 
 
 @pytest.mark.parametrize("source", ["derangement", "gaussian"])

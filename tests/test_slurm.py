@@ -195,3 +195,53 @@ def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_r
         records, ref_records = (without_timings(read_jsonl(d / "metrics.jsonl")) for d in (job.dir, ref.dir))
         assert [r["step"] for r in records] == [500, 1000, 1500]
         assert records == ref_records
+
+
+# ---------------------------------------------------------------- the time limit's warning signal
+
+# Tiny steps, evaluated only at the end, checkpointed only at the end (checkpoint.every beyond
+# train.steps): a checkpoint at any other step can come only from the signal. Long enough to be
+# still running when the signal comes (30-60 s after the start: ~3,000-5,000 steps at 80-120 steps/s,
+# one thread on a loaded 2-core machine), short enough for the second run to finish in a few minutes.
+UNTIL_THE_LIMIT = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
+    "train.steps=20000", "train.log_every=1000", "train.eval_every=0", "checkpoint.every=1000000",
+    "mining=none", "seed=0"]
+
+
+def test_the_time_limits_signal_checkpoints_the_current_step_and_the_requeued_job_resumes_there(tmp_path, job_name):
+    """A job with a 2-minute limit gets USR2 from SLURM signal_delay_s before it (SLURM may send it
+    up to a minute early). The run writes a checkpoint at the step it had reached, submitit
+    requeues it, and the job comes back (with a longer limit, set while it waits), resumes from
+    exactly that step and finishes."""
+    sweep = tmp_path / "sweep"
+    proc = start_cli(tmp_path, "sweep", "-m", *UNTIL_THE_LIMIT, *SLURM_GPU0, "hydra.launcher.timeout_min=2",
+                     "hydra.launcher.signal_delay_s=60", f"hydra.launcher.name={job_name}",
+                     f"hydra.sweep.dir={sweep}")
+    try:
+        (job,) = wait_for("the sweep to start", lambda: (sweep / "multirun.yaml").exists() and expected_jobs(sweep))
+        slurm_id = wait_for("the job to start", lambda: (job.dir / ".hydra").exists() and launcher_job_id(job.dir))
+        wait_for("the signal's checkpoint", lambda: "checkpoint written at step" in (job.dir / "train.log").read_text(),
+                 timeout=180, every=0.5)
+        # The job comes back with the same 2-minute limit: give the second run time to finish, and
+        # let it start now rather than after SLURM's requeue delay.
+        subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "TimeLimit=10"], check=True, timeout=30)
+        wait_for("the job to be pending or running again", lambda: "resumed from step" in (
+            job.dir / "train.log").read_text() or squeue_state(slurm_id) == "PENDING", every=0.5)
+        if squeue_state(slurm_id) == "PENDING":
+            subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], check=True, timeout=30)
+        assert proc.wait(timeout=480) == 0, (tmp_path / "sweep.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    submitit_log = (sweep / ".submitit" / slurm_id / f"{slurm_id}_0_log.out").read_text()
+    assert "Caught signal SIGUSR2" in submitit_log and f"Requeued job {slurm_id}" in submitit_log
+    assert submitit_log.count("Starting with JobEnvironment") == 2
+    train_log = (job.dir / "train.log").read_text()
+    (signalled,) = re.findall(r"SIGUSR2: checkpoint written at step (\d+)", train_log)
+    assert 0 < int(signalled) < 20000
+    assert re.findall(r"resumed from step (\d+)", train_log) == [signalled]
+    final = read_json(job.dir / "metrics.json")
+    assert final["status"] == "finished" and final["step"] == 20000
+    assert [r["step"] for r in read_jsonl(job.dir / "metrics.jsonl")] == [20000]

@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ired_mining import preemption
 from ired_mining.sweep import SweepError, job_states, print_table, unfinished, write_tables
 
 log = logging.getLogger("ired")
@@ -35,6 +36,7 @@ class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             shield_submitit_requeue()
+            preemption.install()  # checkpoint at the current step before submitit requeues
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         global _last_unfinished

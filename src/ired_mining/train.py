@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
+from ired_mining import preemption
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
 from ired_mining.checkpoint import (CheckpointError, fingerprint, latest_checkpoint, list_checkpoints,
@@ -36,6 +37,7 @@ from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining import graphed as graphed_steps
+from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
 from ired_mining.rundir import FAILED, FINISHED, Environment, RunDir
@@ -299,7 +301,7 @@ class Run:
 
             at_log = self.step % c.train.log_every == 0 or self.step == total
             at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
-            at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total
+            at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total or preemption.requested()
             if not (at_log or at_eval or at_ckpt):
                 continue
             if (bad_step := int(first_bad)) >= 0:
@@ -324,6 +326,7 @@ class Run:
                     f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
             if at_ckpt:
                 self.checkpoint()
+                preemption.hand_over(self.step)  # SLURM's warning signal: requeue from this checkpoint
             tick, tick_step = time.perf_counter(), self.step
         if not last:
             # Killed after the final checkpoint but before metrics.json: the final evaluation
@@ -349,6 +352,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info(f"{run_dir} already holds a finished run; leaving it as it is")
         return previous.summary
 
+    check_fits(cfg, pick_device(cfg))  # a batch that cannot fit stops here, in one line
     run = Run(cfg, run_dir)
     status = FAILED  # for the trackers' close, unless the loop ends
     try:
@@ -356,10 +360,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         run.trackers = open_trackers(cfg, run_dir, run.step, run.running, run.train_seconds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-        with Progress(*columns, transient=False) as progress:
+        with Progress(*columns, transient=False) as progress, naming_the_batch(cfg, run.device):
             last = run.fit(progress)
         status = FINISHED
-    except TrainingDiverged as err:
+    except (TrainingDiverged, BatchTooLarge) as err:
         run.write_final(FAILED, error=str(err))
         raise
     finally:
@@ -373,7 +377,7 @@ def app(cfg: DictConfig) -> dict:
     try:
         validate(cfg)
         summary = train(cfg, run_dir)
-    except (ConfigError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, CheckpointError, TrainingDiverged, BatchTooLarge) as err:
         return fail(err, run_dir)
     except Exception as err:
         if HydraConfig.get().mode.name == "RUN":
@@ -389,7 +393,7 @@ def fail(err: Exception, run_dir: Path) -> dict:
     """Record the failure in metrics.json and say it in one line. A single run exits non-zero;
     a job of a multirun returns its failure, so the sweep goes on and its end table shows it."""
     message = f"{type(err).__name__}: {err}" if not isinstance(err, (ConfigError, CheckpointError,
-                                                                     TrainingDiverged)) else str(err)
+                                                                     TrainingDiverged, BatchTooLarge)) else str(err)
     run = RunDir(run_dir)
     if not run.final.exists():
         run.write_final(FAILED, error=message)
