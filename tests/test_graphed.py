@@ -28,7 +28,7 @@ def make_run(tmp_path, name, *overrides):
 def metrics(run) -> list[dict]:
     """metrics.jsonl without what is timed or what the graphed step cannot time (mine_ms)."""
     drop = ("train_seconds", "mine_ms")
-    return [{k: v for k, v in rec.items() if k not in drop} for rec in read_jsonl(run.metrics_path)]
+    return [{k: v for k, v in rec.items() if k not in drop} for rec in run.rundir.read_metrics()]
 
 
 def assert_same_state(a, b, exact: bool, rtol=0.0, atol=0.0):

@@ -84,7 +84,7 @@ def test_every_yaml_composes_against_the_schema(overrides):
 def test_the_schema_refuses_a_key_added_past_hydra():
     cfg = compose_cfg(["+mining.stpes=3"])  # Hydra lets + add it
     with pytest.raises(ConfigError, match=r"^mining.stpes: not a key of mining \(adversarial\); its keys: "
-                                          r"name, weight, steps, step_scale, corruption$"):
+                                          r"name, weight, steps, step_scale, corruption, backtrack$"):
         check_against_schema(cfg)
 
 

@@ -64,6 +64,7 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
+    from hydra.utils import get_class
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="train"):
         loader = GlobalHydra.instance().config_loader()
@@ -73,7 +74,10 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None
         master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
         parser = OverridesParser.create(config_loader=loader)
         task = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
-        if master.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        # By name: Hydra's plugin scan may load the basic sweeper's module twice, so that a subclass
+        # (ired-train's recording sweeper) derives from another copy of the class.
+        lineage = {f"{k.__module__}.{k.__qualname__}" for k in get_class(master.hydra.sweeper._target_).__mro__}
+        if BASIC_SWEEPER not in lineage:
             return  # another sweeper expands its own way; its jobs are composed when it runs them
         params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
         for job in BasicSweeper.split_arguments(parser.parse_overrides(params + task), max_batch_size=None)[0]:
