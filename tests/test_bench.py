@@ -195,7 +195,11 @@ def test_bench_tiny_writes_the_records(tmp_path):
     assert (profiled["strategy"], profiled["batch"], profiled["compile"]) == ("adversarial", 64, False)
     parts = profiled["breakdown"]["ms_per_step"]
     assert set(parts) == {"matmul", "random numbers", "data linalg", "other", "outside ops"} and parts["matmul"] > 0
-    assert profiled["breakdown"]["matmul_flops_per_s_in_step"] > profiled["flops_per_s"]
+    # Within the one profiled window (the step's rate is timed in other rounds, so a busy host could
+    # make either side of a cross-window comparison the larger): the matmuls take part of the step.
+    b = profiled["breakdown"]
+    assert 0 < b["ms_per_step"]["matmul"] <= b["profiled_step_ms"]
+    assert b["matmul_flops_per_s_in_step"] == pytest.approx(profiled["flops_per_step"] / (b["ms_per_step"]["matmul"] / 1e3))
     assert "% of matmul" in proc.stdout
 
 

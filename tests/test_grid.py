@@ -260,7 +260,7 @@ def test_a_bad_grid_point_is_one_line(tmp_path):
                    f"hydra.sweep.dir={tmp_path / 'g'}", cwd=tmp_path)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ired-train: error: grid=bogus is not available")
+    assert len(lines) == 1 and lines[0].startswith("ired-train: error: grid: no option 'bogus'; choose one of: adversarial,")
 
 
 def test_a_strategy_run_with_other_options_than_its_defaults_is_labelled_by_them(tmp_path):

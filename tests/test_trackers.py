@@ -4,6 +4,7 @@ record messages."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -198,14 +199,38 @@ RESUMABLE = [*TINY, "train.steps=200", "train.log_every=2", "train.eval_every=50
              "hardware.threads=1", "logger=[tensorboard,wandb]"]
 
 
-def kill_soon_after_checkpoint(run_dir: Path, step: int, env: dict) -> None:
+def last_logged_step(outbox: Path) -> int:
+    """The newest step in the W&B tracker's outbox (0 if none yet; a line being written is skipped)."""
+    steps_seen = [0]
+    for line in outbox.read_text().splitlines() if outbox.exists() else []:
+        with contextlib.suppress(ValueError):
+            steps_seen.append(json.loads(line)["step"])
+    return max(steps_seen)
+
+
+def wandb_held_step(run_dir: Path) -> int:
+    """The newest training step W&B's own log holds (0 if none yet, or a record is half-written)."""
+    with contextlib.suppress(Exception):
+        return max(steps(wandb_points(wandb_runs(run_dir)).get("loss/mse", [])), default=0)
+    return 0
+
+
+def kill_soon_after_checkpoint(run_dir: Path, step: int, env: dict, wait_for_wandb: bool) -> None:
+    """SIGKILL the run once the trackers have logged past its newest checkpoint (at or after `step`)
+    and at least 10 steps before the next one (every 50), and, with `wait_for_wandb`, once W&B's own
+    log holds a step past it too. Timed by what the run has logged, not by a sleep, so that it holds
+    on a fast machine and on a slow one."""
     proc = subprocess.Popen([str(BIN / "ired-train"), *RESUMABLE, f"hydra.run.dir={run_dir}"],
                             cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "HYDRA_FULL_ERROR": "0", **env})
-    checkpoint, deadline = checkpoint_path(run_dir / "checkpoints", step), time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)
+    outbox, deadline = run_dir / "wandb" / "outbox.jsonl", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        newest = max((int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt")), default=0)
+        logged = last_logged_step(outbox)
+        held = wandb_held_step(run_dir) if wait_for_wandb else logged
+        if newest >= step and min(logged, held) > newest and logged <= newest + 40:
+            break
+        time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
@@ -220,7 +245,7 @@ def test_killed_and_resumed_run_logs_every_step_once(tmp_path, wandb_flush):
     env = {} if wandb_flush == "default" else {"WANDB__TRANSACTION_LOG_FLUSH_INTERVAL": wandb_flush}
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    kill_soon_after_checkpoint(run_dir, 50, env)
+    kill_soon_after_checkpoint(run_dir, 50, env, wait_for_wandb=wandb_flush != "default")
     checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
     resumed_from = int(checkpoints[-1].stem.split("_")[1])
     sent_before = [row["step"] for row in read_jsonl(run_dir / "wandb" / "outbox.jsonl")]

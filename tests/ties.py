@@ -40,9 +40,9 @@ class TieWatch(Diffusion):
         self.__dict__.update(base.__dict__)
         self.closest: torch.Tensor | None = None
 
-    def descend(self, energy, y, t, steps, scale=1.0):
+    def descend(self, energy, y, t, steps, scale=1.0, backtrack=1.0):
         recording = _Recording(energy)
-        out = super().descend(recording, y, t, steps, scale)
+        out = super().descend(recording, y, t, steps, scale, backtrack)
         (y_cur, e_cur), *candidates = recording.calls
         for cand, e_new in candidates:
             moved = (cand != y_cur).any(dim=1)

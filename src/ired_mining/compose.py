@@ -80,8 +80,21 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None
         if BASIC_SWEEPER not in lineage:
             return  # another sweeper expands its own way; its jobs are composed when it runs them
         params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
-        for job in BasicSweeper.split_arguments(parser.parse_overrides(params + task), max_batch_size=None)[0]:
+        sweep = parser.parse_overrides(params + task)
+        if refusal := not_a_list_of_values(sweep):
+            raise ConfigError(refusal)
+        for job in BasicSweeper.split_arguments(sweep, max_batch_size=None)[0]:
             check_against_schema(loader.load_sweep_config(master, job))
+
+
+def not_a_list_of_values(overrides) -> str | None:
+    """Why the basic sweeper cannot run these parsed overrides (an interval: Hydra's own refusal is a
+    traceback), or None. One message for compose's check and the recording sweeper's."""
+    for override in overrides:
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            return (f"{override.input_line}: the basic sweeper runs lists of values (a,b,c; range(); glob(); "
+                    "choice(); sort(); shuffle()), not an interval, which only a sampling sweeper draws from")
+    return None
 
 
 def check_against_schema(cfg: DictConfig) -> None:

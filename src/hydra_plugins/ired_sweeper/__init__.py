@@ -42,14 +42,13 @@ class RecordingSweeper(BasicSweeper):
     # known and nothing is on disk yet. (A staticmethod there; an instance method here, to reach the
     # config loader; only sweep() calls it.)
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
-        for override in overrides:
-            if override.is_sweep_override() and not override.is_discrete_sweep():
-                # Hydra's own refusal is a traceback: say it in one line (the house promise: one line
-                # on stderr, exit 2), before anything is written.
-                print(f"ired-train: error: {override.input_line}: the basic sweeper runs lists of values "
-                      "(a,b,c; range(); glob(); choice(); sort(); shuffle()), not an interval, which only a "
-                      "sampling sweeper draws from", file=sys.stderr)
-                raise SystemExit(2)
+        from ired_mining.compose import not_a_list_of_values
+
+        if refusal := not_a_list_of_values(overrides):
+            # Hydra's own refusal is a traceback: say it in one line (the house promise: one line on
+            # stderr, exit 2), before anything is written. ired-train's check usually says it first.
+            print(f"ired-train: error: {refusal}", file=sys.stderr)
+            raise SystemExit(2)
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
         jobs = [list(job) for batch in batches for job in batch]
         self._record(jobs)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from importlib.resources import files
 
 from omegaconf import OmegaConf
 
-from ired_mining.config import CONF
 from ired_mining.report.records import RunRecord
 from ired_mining.report.results import AtLimit, Final, Grid, GridChange, GridMap, GridPoint, Stat
 from ired_mining.stats import (UNDEFINED, bonferroni_level, holm, mean_interval, mean_std, welch_p_value,
@@ -41,11 +41,18 @@ def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 def strategy_defaults(strategy: str) -> dict[str, str]:
-    """The mining group's own defaults for a strategy (conf/mining/<name>.yaml), as flat_config writes them."""
-    path = CONF / "mining" / f"{strategy}.yaml"
-    if not path.is_file():
+    """The mining group's own defaults for a strategy, as flat_config writes them: its schema (the
+    strategy's dataclass, schema.py) under its yaml (conf/mining/<name>.yaml), as Hydra composes them."""
+    # Imported here: the schema reads the strategy classes (torch), which only a grid's labels need,
+    # so reading runs and a plain strategies report stay free of torch.
+    from ired_mining.schema import MINING_SCHEMAS
+
+    path = files("ired_mining") / "conf" / "mining" / f"{strategy}.yaml"
+    if strategy not in MINING_SCHEMAS or not path.is_file():
         return {}
-    return flat_config({"mining": OmegaConf.to_container(OmegaConf.load(str(path)))})
+    own = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(str(path))).items() if k != "defaults"}
+    merged = OmegaConf.merge(OmegaConf.structured(MINING_SCHEMAS[strategy]), own)
+    return flat_config({"mining": OmegaConf.to_container(merged)})
 
 
 def factors_of(runs: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
