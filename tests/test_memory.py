@@ -100,9 +100,11 @@ def test_the_estimate_of_a_step_is_within_a_third_of_the_measured_peak(mining):
     """Peak resident memory of one training step in a fresh process (maxrss growth, so nothing but
     the step's own tensors), at a shape the estimate's constants were not read off (n = 10, hidden 256)."""
     n, hidden, batch = 10, 256, 20000
-    proc = subprocess.run([sys.executable, "-c", PEAK, str(n), str(hidden), mining, str(batch)], capture_output=True,
-                          text=True, timeout=300, check=True)
-    measured = json.loads(proc.stdout)
+    # The most of three fresh processes: one run of the full suite once saw half the usual growth
+    # (310 MB against ~590 MB alone; a page count, not the step's own tensors, varies with the host).
+    measured = max(json.loads(subprocess.run([sys.executable, "-c", PEAK, str(n), str(hidden), mining, str(batch)],
+                                             capture_output=True, text=True, timeout=300, check=True).stdout)
+                   for _ in range(3))
     cfg = OmegaConf.merge(_cfg(batch), {"dataset": {"n": n}, "model": {"hidden": hidden}, "mining": {"name": mining}})
     estimate = train_step_bytes(cfg)
     assert 0.67 < estimate / measured < 1.5, (estimate, measured)
