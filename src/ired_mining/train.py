@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
+from ired_mining import graphed as graphed_steps
 from ired_mining import preemption
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
@@ -36,7 +37,6 @@ from ired_mining.config import ConfigError, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
-from ired_mining import graphed as graphed_steps
 from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model
