@@ -5,16 +5,21 @@ model's plain forward, and the spec's loop kept here verbatim for the default pa
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, cosine_schedule
+from ired_mining.evaluate import load_run
 from ired_mining.mining import AdversarialNegatives, MiningBatch
 from ired_mining.model import EnergyMLP
 
 from conftest import run_cli
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 class Quadratic:
@@ -218,3 +223,51 @@ def test_ired_eval_scaling_with_backtracking_sits_beside_the_plain_curve(tiny, t
     assert json.loads(plain)["settings"]["sampler.backtrack"] == 1.0
     # no inner steps, no descent: backtracking cannot change anything there
     assert variant["results"][0]["in_dist/mse"] == json.loads(plain)["results"][0]["in_dist/mse"]
+
+    # The report reads both curves: the variant beside the plain one, each its run's own numbers,
+    # and no warning that the evaluations differ (they differ in the variant's override alone).
+    run_cli("ired-report", str(tmp_path), check=True)
+    curves = json.loads((tmp_path / "summary.json").read_text())["scaling"]
+    plain_rows = json.loads(plain)["results"]
+    for name, rows in (("adversarial", plain_rows), ("adversarial · sampler.backtrack=0.5", variant["results"])):
+        curve = curves["strategies"][name]
+        assert curve["inner_steps"] == [0, 5] and curve["n"] == 1
+        assert [p["mean"] for p in curve["splits"]["in_dist"]] == [r["in_dist/mse"] for r in rows]
+    assert len(curves["settings"]) == 1
+    summary = (tmp_path / "summary.md").read_text()
+    assert "`sampler.backtrack=0.5`" in summary and "different settings" not in summary
+
+
+def test_descent_rejections_script_counts_what_an_independent_descent_rejects(tiny, tmp_path):
+    """scripts/descent_rejections.py reads step k's rejections off Diffusion.descend (a sample that did
+    not move); the yardstick's descent, written out with its own energy, counts E(candidate) > E(y)."""
+    sys.path.insert(0, str(SCRIPTS))
+    import descent_rejections
+    import yardstick
+
+    run = tmp_path / "run"
+    run_cli("ired-train", *tiny, f"hydra.run.dir={run}", check=True)
+    size, steps, corruption = 512, 4, 3.0
+    rates = descent_rejections.rejected_per_step(str(run), corruption, steps, size, seed=0)
+
+    model, diffusion, cfg = load_run(run, ["hardware.device=cpu"])
+    g = torch.Generator().manual_seed(0)  # the script's draws, in its order
+    problems = spd_batch(cfg.dataset.n, size, cfg.dataset.lam, generator=g)
+    t = torch.randint(0, diffusion.num_steps, (size,), generator=g)
+    eps = torch.randn(problems.y.shape, generator=g)
+    y = diffusion.noise(problems.y, t, eps, eps_scale=corruption)
+    step, bound = diffusion.step_size[t], diffusion.clamp * diffusion.sqrt_ac[t]  # (batch, 1)
+    near = torch.zeros(size, dtype=torch.bool)  # samples that went through a decision within rounding
+    expected = []
+    with torch.no_grad():
+        for _ in range(steps):
+            e, grad = yardstick.plain_grad(model, problems.x, y, t)
+            cand = torch.clamp(y - step * grad, -bound, bound)
+            e_new = yardstick.plain_energy(model, problems.x, cand, t)
+            near |= (e_new - e).abs() <= 1e-6 * e.abs()
+            accept = e_new <= e
+            expected.append(1 - accept.float().mean().item())
+            y = torch.where(accept[:, None], cand, y)
+    assert max(expected) > 0.05, expected  # there are rejections to count
+    for got, want in zip(rates, expected):
+        assert abs(got - want) <= near.float().mean().item() + 1e-9, (rates, expected)

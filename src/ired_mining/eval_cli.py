@@ -7,7 +7,8 @@
     ired-eval RUN_DIR --scaling                           # MSE for 0, 5, 10, 20 inner steps, every split
     ired-eval RUN_DIR --scaling --inner-steps 0,1,2,5,10,20,40
 
-Results go to RUN_DIR/eval/ as JSON (and scaling.png); `ired-report` picks up eval/scaling.json.
+Results go to RUN_DIR/eval/ as JSON (and scaling.png); `ired-report` picks up eval/scaling.json
+and each variant's eval/scaling-KEY=VALUE.json (a dashed curve beside the plain one).
 The evaluation itself is the library in evaluate.py.
 """
 

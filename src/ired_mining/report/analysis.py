@@ -162,21 +162,25 @@ def varying_settings(finished: list[RunRecord]) -> list[str]:
 
 
 def analyse_scaling(groups: dict[str, list[RunRecord]], splits: list[str]) -> Scaling | None:
-    """Mean, min and max MSE over seeds per strategy and inner-step count, from eval/scaling.json."""
-    out, settings = {}, set()
+    """Mean, min and max MSE over seeds per configuration, evaluation variant and inner-step count,
+    from the runs' ired-eval --scaling files (records.read_scaling). A variant's curve is named
+    `configuration · variant`, e.g. `adversarial · sampler.backtrack=0.5`."""
+    out = {}
     for name, runs in groups.items():
-        with_scaling = [r for r in runs if r.scaling]
-        if not with_scaling:
-            continue
-        steps = sorted({row["inner_steps"] for r in with_scaling for row in r.scaling["results"]})
-        for r in with_scaling:
-            settings.add(json.dumps(r.scaling.get("settings", {}), sort_keys=True))
-        out[name] = ScalingCurve(steps, len(with_scaling), {
-            split: [spread([row[f"{split}/mse"] for r in with_scaling for row in r.scaling["results"]
-                            if row["inner_steps"] == k and f"{split}/mse" in row]) for k in steps]
-            for split in splits})
+        for variant in sorted({v for r in runs for v in r.scaling}):  # "" (the plain curve) first
+            payloads = [r.scaling[variant] for r in runs if variant in r.scaling]
+            steps = sorted({row["inner_steps"] for p in payloads for row in p["results"]})
+            out[f"{name} · {variant}" if variant else name] = ScalingCurve(name, variant, steps, len(payloads), {
+                split: [spread([row[f"{split}/mse"] for p in payloads for row in p["results"]
+                                if row["inner_steps"] == k and f"{split}/mse" in row]) for k in steps]
+                for split in splits})
     if not out:
         return None
+    # The variants differ in what they override by design; any other difference deserves a warning.
+    payloads = [p for runs in groups.values() for r in runs for p in r.scaling.values()]
+    varied = {o.partition("=")[0].lstrip("+~") for p in payloads for o in p.get("overrides", [])}
+    settings = {json.dumps({k: v for k, v in p.get("settings", {}).items() if k not in varied}, sort_keys=True)
+                for p in payloads}
     return Scaling(out, [json.loads(s) for s in sorted(settings)])
 
 

@@ -87,10 +87,15 @@ def render_scaling(a: Analysis, plots: dict[str, str]) -> list[str]:
     sc = a.scaling
     if not sc:
         return md + ["Not measured: run `ired-eval RUN_DIR --scaling` on the run directories, then this report again.", ""]
-    header = ["strategy", "runs", "inner steps"] + [f"{s} MSE" for s in a.splits]
-    rows = [[f"`{name}`", str(curve.n), str(k)] + [fmt_stat(curve.splits[s][i]) for s in a.splits]
-            for name, curve in sc.strategies.items() for i, k in enumerate(curve.inner_steps)]
-    md += [md_table(header, rows), "", f"![scaling]({plots['scaling']})", ""]
+    header = ["configuration", "sampler", "runs", "inner steps"] + [f"{s} MSE" for s in a.splits]
+    rows = [[f"`{curve.configuration}`", f"`{curve.variant}`" if curve.variant else "the run's own", str(curve.n),
+             str(k)] + [fmt_stat(curve.splits[s][i]) for s in a.splits]
+            for curve in sc.strategies.values() for i, k in enumerate(curve.inner_steps)]
+    md += [md_table(header, rows), ""]
+    if any(curve.variant for curve in sc.strategies.values()):
+        md += ["A sampler other than the run's own is an `ired-eval RUN KEY=VALUE --scaling` evaluation "
+               "(eval/scaling-KEY=VALUE.json); it is dashed in the plot.", ""]
+    md += [f"![scaling]({plots['scaling']})", ""]
     if len(sc.settings) > 1:
         md += ["Warning: the runs' scaling evaluations used different settings: "
                + "; ".join(json.dumps(s) for s in sc.settings), ""]

@@ -102,6 +102,7 @@ class Line:
     mean: list[float]
     lo: list[float] | None = None
     hi: list[float] | None = None
+    style: str = "-"        # matplotlib line style: a configuration's evaluation variants are dashed
 
 
 def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: Path) -> None:
@@ -110,7 +111,7 @@ def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: P
     fig, axes = plt.subplots(1, len(lines), figsize=SCALING_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
     for ax, (split, split_lines) in zip(axes[0], lines.items()):
         for line in split_lines:
-            ax.plot(line.steps, line.mean, color=line.colour, marker="o", label=line.label)
+            ax.plot(line.steps, line.mean, color=line.colour, ls=line.style, marker="o", label=line.label)
             if line.lo is not None:
                 ax.fill_between(line.steps, line.lo, line.hi, color=line.colour, alpha=0.2, linewidth=0)
         finish_panel(ax, split, zero[split], "inner energy-descent steps per level (test time)",
@@ -121,8 +122,12 @@ def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: P
 
 
 def plot_scaling(scaling: Scaling, splits: list[str], refs: dict[str, Reference], path: Path) -> None:
-    lines = {split: [Line(f"{name} ({curve.n} runs)", colour(name, i), curve.inner_steps,
-                          *([getattr(p, k) for p in curve.splits[split]] for k in ("mean", "min", "max")))
-                     for i, (name, curve) in enumerate(scaling.strategies.items())]
+    """One colour per configuration; its evaluation variants (sampler.backtrack=0.5, ...) dashed."""
+    index = {name: i for i, name in enumerate(dict.fromkeys(c.configuration for c in scaling.strategies.values()))}
+    lines = {split: [Line(f"{name} ({curve.n} runs)", colour(curve.configuration, index[curve.configuration]),
+                          curve.inner_steps,
+                          *([getattr(p, k) for p in curve.splits[split]] for k in ("mean", "min", "max")),
+                          style="--" if curve.variant else "-")
+                     for name, curve in scaling.strategies.items()]
              for split in splits}
     scaling_figure(lines, {split: refs[split].zero_mse for split in splits}, path)

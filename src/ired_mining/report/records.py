@@ -33,7 +33,7 @@ class RunRecord:
     curve: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per evaluation
     config: dict = field(default_factory=dict)       # .hydra/config.yaml, unresolved
     overrides: list[str] = field(default_factory=list)
-    scaling: dict | None = None                      # eval/scaling.json of ired-eval --scaling
+    scaling: dict[str, dict] = field(default_factory=dict)  # ired-eval --scaling, by variant: read_scaling
 
     @property
     def finished(self) -> bool:
@@ -45,12 +45,26 @@ def load_yaml(path: Path) -> dict | list:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
+def read_scaling(eval_dir: Path) -> dict[str, dict]:
+    """The run's ired-eval --scaling curves by variant: "" for eval/scaling.json (the run's own
+    sampler), "sampler.backtrack=0.5" for eval/scaling-sampler.backtrack=0.5.json, and so on."""
+    out = {}
+    for path in sorted(eval_dir.glob("scaling*.json")):
+        variant = path.stem.removeprefix("scaling")
+        if variant and not variant.startswith("-"):
+            continue  # not ired-eval's: scaling<something>.json
+        try:
+            out[variant.removeprefix("-")] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ReportError(f"{path} cannot be read ({err}); run ired-eval --scaling again or remove it") from None
+    return out
+
+
 def read_run(run_dir: Path, root: Path) -> RunRecord:
     """A run directory (one holding .hydra/config.yaml) as a RunRecord."""
     run = RunDir(run_dir)
     cfg = load_yaml(run.config_yaml)
     state = run.final_state()  # never None: the run started
-    scaling_file = run.eval_dir / "scaling.json"
     return RunRecord(
         name=str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
         strategy=str(cfg.get("mining", {}).get("name", "?")),
@@ -62,7 +76,7 @@ def read_run(run_dir: Path, root: Path) -> RunRecord:
         curve=run.read_metrics(),
         config=cfg,
         overrides=list(load_yaml(run.overrides_yaml)) if run.overrides_yaml.exists() else [],
-        scaling=json.loads(scaling_file.read_text()) if scaling_file.exists() else None,
+        scaling=read_scaling(run.eval_dir),
     )
 
 

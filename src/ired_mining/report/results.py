@@ -89,8 +89,11 @@ class EqualTime(AtLimit):
 
 @dataclass
 class ScalingCurve:
-    """MSE against the sampler's inner steps, one Spread per step count and split."""
+    """MSE against the sampler's inner steps, one Spread per step count and split, for one
+    configuration under one evaluation variant ("" for the run's own sampler settings)."""
 
+    configuration: str
+    variant: str            # ired-eval's overrides, e.g. sampler.backtrack=0.5
     inner_steps: list[int]
     n: int
     splits: dict[str, list[Spread]]
@@ -98,8 +101,8 @@ class ScalingCurve:
 
 @dataclass
 class Scaling:
-    strategies: dict[str, ScalingCurve]
-    settings: list[dict]    # the distinct evaluation settings the runs' scaling used
+    strategies: dict[str, ScalingCurve]   # by `configuration` or `configuration · variant`
+    settings: list[dict]    # the distinct evaluation settings the runs' scaling used, each variant's own overrides aside
 
 
 @dataclass
