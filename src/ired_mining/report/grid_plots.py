@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ired_mining.report.plots import PLOT_DPI, _pyplot, log_axis
-from ired_mining.report.results import Grid, Reference
+from ired_mining.report.plots import PLOT_DPI, _pyplot
+from ired_mining.report.results import Grid
 
 HEATMAP_SIZE = (11, 4.5)    # inches: 1100 × 450 px, one panel per split
-DISTANCE_SIZE = (12, 5)     # inches: 1200 × 500 px, one panel per split
+DISTANCE_SIZE = (12, 7)     # inches: 1200 × 700 px, one panel per split above the legend
+MARKERS = "osD^v<>pP*Xh"   # with tab20's colours, tells up to 20 configurations apart
 
 
 def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> None:
@@ -47,28 +48,32 @@ def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> No
     plt.close(fig)
 
 
-def plot_distance(grid: Grid, splits: list[str], baseline: str, refs: dict[str, Reference], path: Path) -> None:
-    """Each configuration with negatives: mean final MSE (bars: std over seeds) against the mean RMS
-    distance of its negatives to the truth at the end of training; the baseline as a line."""
+def plot_distance(grid: Grid, splits: list[str], baseline: str, path: Path) -> None:
+    """Each configuration with negatives: its change in final MSE against the baseline (%, bars: the
+    simultaneous 95 % interval) against the mean RMS distance of its negatives to the truth at the
+    end of training (bars: std over seeds). One colour and marker per configuration, named in one
+    legend below both panels: in a grid most points sit close together, where labels would collide."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(splits), figsize=DISTANCE_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
-    base = next((p for p in grid.points if p.label == baseline), None)
+    points = [p for p in grid.points if math.isfinite(p.neg_dist.mean) and p.change]
     for ax, split in zip(axes[0], splits):
-        for i, p in enumerate(q for q in grid.points if math.isfinite(q.neg_dist.mean)):
-            st = p.mse[split]
-            ax.errorbar(p.neg_dist.mean, st.mean, yerr=st.std if math.isfinite(st.std) else None,
+        for i, p in enumerate(points):
+            change = p.change.get(split)
+            if change is None or not math.isfinite(change.welch.point):
+                continue
+            sim = change.simultaneous
+            yerr = ([[100 * (sim.point - sim.lo)], [100 * (sim.hi - sim.point)]]
+                    if sim.defined else None)
+            ax.errorbar(p.neg_dist.mean, 100 * change.welch.point, yerr=yerr,
                         xerr=p.neg_dist.std if math.isfinite(p.neg_dist.std) else None,
-                        fmt="o", color=f"C{i % 10}", ms=5, capsize=2)
-            ax.annotate(p.label, (p.neg_dist.mean, st.mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        if base is not None and math.isfinite(base.mse[split].mean):
-            ax.axhline(base.mse[split].mean, color="tab:blue", lw=1, label=f"{baseline} (no negatives)")
-        if math.isfinite(refs[split].zero_mse):
-            ax.axhline(refs[split].zero_mse, color="black", ls="--", lw=1, label="zero predictor")
-        log_axis(ax)
+                        fmt=MARKERS[i % len(MARKERS)], color=plt.cm.tab20(i % 20), ms=7, capsize=2,
+                        label=p.label)
+        ax.axhline(0, color="tab:blue", lw=1, label=f"{baseline} (no negatives)")
         ax.set_xlabel("RMS distance of the negatives to the truth (end of training)")
-        ax.set_ylabel(f"{split} MSE")
+        ax.set_ylabel(f"{split} MSE change vs `{baseline}` (%)")
         ax.set_title(f"{split}: final MSE vs the negatives' distance")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     fig.savefig(path)
     plt.close(fig)

@@ -39,7 +39,7 @@ def write_report(sweep_dir: Path | str, console=None) -> Path:
         from ired_mining.report.grid_plots import plot_distance, plot_heatmap
         if a.grid.map:
             plot_heatmap(a.grid, a.splits, a.baseline, sweep_dir / GRID_PLOTS["heatmap"])
-        plot_distance(a.grid, a.splits, a.baseline, a.references, sweep_dir / GRID_PLOTS["distance"])
+        plot_distance(a.grid, a.splits, a.baseline, sweep_dir / GRID_PLOTS["distance"])
     if a.scaling:
         plot_scaling(a.scaling, a.splits, a.references, sweep_dir / PLOTS["scaling"])
     write_csv(runs, sweep_dir / "runs.csv")
