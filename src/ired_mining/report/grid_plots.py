@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ired_mining.report.plots import PLOT_DPI, _pyplot
+from ired_mining.report.plots import PLOT_DPI, _pyplot, legend_below, line_styles
 from ired_mining.report.results import Grid
 
 HEATMAP_SIZE = (11, 4.5)    # inches: 1100 × 450 px, one panel per split
 DISTANCE_SIZE = (12, 7)     # inches: 1200 × 700 px, one panel per split above the legend
-MARKERS = "osD^v<>pP*Xh"   # with tab20's colours, tells up to 20 configurations apart
 
 
 def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> None:
@@ -56,8 +55,9 @@ def plot_distance(grid: Grid, splits: list[str], baseline: str, path: Path) -> N
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(splits), figsize=DISTANCE_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
     points = [p for p in grid.points if math.isfinite(p.neg_dist.mean) and p.change]
+    styles = line_styles([p.label for p in grid.points])  # as in the learning curves
     for ax, split in zip(axes[0], splits):
-        for i, p in enumerate(points):
+        for p in points:
             change = p.change.get(split)
             if change is None or not math.isfinite(change.welch.point):
                 continue
@@ -66,14 +66,13 @@ def plot_distance(grid: Grid, splits: list[str], baseline: str, path: Path) -> N
                     if sim.defined else None)
             ax.errorbar(p.neg_dist.mean, 100 * change.welch.point, yerr=yerr,
                         xerr=p.neg_dist.std if math.isfinite(p.neg_dist.std) else None,
-                        fmt=MARKERS[i % len(MARKERS)], color=plt.cm.tab20(i % 20), ms=7, capsize=2,
+                        fmt=styles[p.label][1], color=styles[p.label][0], ms=7, capsize=2,
                         label=p.label)
         ax.axhline(0, color="tab:blue", lw=1, label=f"{baseline} (no negatives)")
         ax.set_xlabel("RMS distance of the negatives to the truth (end of training)")
         ax.set_ylabel(f"{split} MSE change vs `{baseline}` (%)")
         ax.set_title(f"{split}: final MSE vs the negatives' distance")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    legend_below(fig, axes[0][0])
     fig.savefig(path)
     plt.close(fig)

@@ -47,6 +47,27 @@ def colour(name: str, index: int) -> str:
     return COLOURS.get(name, f"C{(index + 3) % 10}")
 
 
+FEW_LINES = 5               # up to this many configurations: a legend in each panel, matplotlib's colours
+MARKERS = "osD^v<>pP*Xh"   # beyond: tab20's colours with these markers tell up to 20 apart
+
+
+def line_styles(names: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per configuration: the strategies' own colours for a few; for a grid's many,
+    20 colours and a marker each, so that no two lines look alike."""
+    if len(names) <= FEW_LINES:
+        return {name: (colour(name, i), "o") for i, name in enumerate(names)}
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]
+    return {name: (matplotlib.colors.to_hex(tab20(i % 20)), MARKERS[i % len(MARKERS)]) for i, name in enumerate(names)}
+
+
+def legend_below(fig, ax, ncols: int = 3) -> None:
+    """One legend for the whole figure, under its panels (`ax`'s lines name them all)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8)
+
+
 def band_over_seeds(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per evaluation step: the step, mean train seconds, mean, min and max of `key` over seeds."""
     by_step: dict[int, list[tuple[float, float]]] = {}
@@ -64,23 +85,30 @@ def band_over_seeds(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.nda
 def plot_learning_curves(groups: dict[str, list[RunRecord]], splits: list[str], refs: dict[str, Reference],
                          path: Path) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(len(splits), 2, figsize=CURVES_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
+    styles = line_styles(list(groups))
+    many = len(groups) > FEW_LINES  # a grid: one legend under the panels rather than over the curves
+    size = (CURVES_SIZE[0], CURVES_SIZE[1] + 0.25 * math.ceil((len(groups) + 1) / 3) + 0.5) if many else CURVES_SIZE
+    fig, axes = plt.subplots(len(splits), 2, figsize=size, dpi=PLOT_DPI, squeeze=False, layout="constrained")
     for row, split in enumerate(splits):
         for col, (xlabel, use_seconds) in enumerate((("optimiser step", False), ("training seconds", True))):
             ax = axes[row, col]
-            for i, (name, runs) in enumerate(groups.items()):
+            for name, runs in groups.items():
                 steps, secs, mean, lo, hi = band_over_seeds(runs, f"{split}/mse")
                 if len(steps) == 0:
                     continue
                 x = secs if use_seconds else steps
-                ax.plot(x, mean, color=colour(name, i), marker="o", ms=3, label=f"{name} ({len(runs)} seeds)")
-                ax.fill_between(x, lo, hi, color=colour(name, i), alpha=0.2, linewidth=0)
-            finish_panel(ax, split, refs[split].zero_mse, xlabel, f"{split}: MSE vs {xlabel}")
+                line_colour, marker = styles[name]
+                ax.plot(x, mean, color=line_colour, marker=marker, ms=3 if not many else 4,
+                        label=f"{name} ({len(runs)} seeds)")
+                ax.fill_between(x, lo, hi, color=line_colour, alpha=0.2, linewidth=0)
+            finish_panel(ax, split, refs[split].zero_mse, xlabel, f"{split}: MSE vs {xlabel}", legend=not many)
+    if many:
+        legend_below(fig, axes[0, 0])
     fig.savefig(path)
     plt.close(fig)
 
 
-def finish_panel(ax, split: str, zero: float, xlabel: str, title: str) -> None:
+def finish_panel(ax, split: str, zero: float, xlabel: str, title: str, legend: bool = True) -> None:
     """The parts every MSE panel shares: the zero predictor's line, log axis, labels, grid, legend."""
     if math.isfinite(zero):
         ax.axhline(zero, color="black", ls="--", lw=1, label="zero predictor")
@@ -89,7 +117,8 @@ def finish_panel(ax, split: str, zero: float, xlabel: str, title: str) -> None:
     ax.set_ylabel(f"{split} MSE")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=8)
 
 
 @dataclass
