@@ -271,3 +271,20 @@ def test_a_strategy_run_with_other_options_than_its_defaults_is_labelled_by_them
     a = read_json(sweep / "summary.json")
     assert [p["label"] for p in a["grid"]["points"]] == ["none", "adversarial corruption=0.5 steps=1"]
     assert a["strategies"] == ["none", "adversarial corruption=0.5 steps=1"]
+
+
+def test_a_larger_none_is_a_control_never_the_verdicts_candidate(tmp_path):
+    """`none` with a larger model beating every mining setting says nothing about mining: it is
+    compared and corrected for like the rest, and the verdict goes to the best mining configuration."""
+    points = {k: v for k, v in POINTS.items() if k in ("none", "adversarial", "c3_k1", "w2")}
+    points["none_h1024"] = ("none", {}, 1024, 0.5, None)  # 50 % lower than none: would clear
+    sweep = make_grid(tmp_path / "grid", points)
+    summary = write_report(sweep).read_text()
+    a = read_json(sweep / "summary.json")
+    by_label = {p["label"]: p for p in a["grid"]["points"]}
+    control = by_label["none model.hidden=1024"]["change"]["in_dist"]["simultaneous"]
+    assert control["hi"] < -0.2  # on its own it would clear the criterion
+    assert a["grid"]["comparisons"]["in_dist"] == 4  # and it counts among the corrected comparisons
+    assert a["grid"]["best"] == "adversarial"
+    assert a["verdict"]["outcome"] == "does not clear"
+    assert "best of the 3 mining configurations, `adversarial`" in summary

@@ -215,26 +215,27 @@ def judge(final: Final) -> Verdict:
 
 
 def judge_grid(grid: Grid, final: Final) -> Verdict:
-    """The verdict on the criterion for the grid's best configuration (lowest point estimate in
-    distribution), from its Bonferroni simultaneous interval: picked by looking at all of them, its
-    interval still covers, because all of them cover together."""
+    """The verdict on the criterion for the grid's best mining configuration (lowest point estimate
+    in distribution among those with negatives), from its Bonferroni simultaneous interval: picked by
+    looking at all of them, its interval still covers, because all of them cover together."""
     primary = final.splits.get(PRIMARY_SPLIT, SplitResult({}, {}))
     best = grid.best
     point = next((p for p in grid.points if p.label == best), None)
     if point is None or PRIMARY_SPLIT not in point.change:
         n_b = primary.stats[BASELINE].n if BASELINE in primary.stats else 0
         return Verdict(INCONCLUSIVE, None, None, [0, n_b],
-                       f"cannot be judged: it needs ≥ 2 finished seeds of `{BASELINE}` and of some other "
-                       f"configuration (`{BASELINE}` has {n_b}).")
+                       f"cannot be judged: it needs ≥ 2 finished seeds of `{BASELINE}` and of some "
+                       f"configuration with negatives (`{BASELINE}` has {n_b}).")
     change, m = point.change[PRIMARY_SPLIT], grid.comparisons[PRIMARY_SPLIT]
     sim, n = change.simultaneous, [point.n, primary.stats[BASELINE].n]
     outcome = verdict(sim, CRITERION)
     reason = {CLEARS: f"the whole simultaneous interval lies at or below {pct(CRITERION)}: the criterion is met.",
-              FALLS_SHORT: f"the whole simultaneous interval lies above {pct(CRITERION)}: no configuration of "
-                           f"this grid meets the criterion.",
+              FALLS_SHORT: f"the whole simultaneous interval lies above {pct(CRITERION)}: no mining "
+                           f"configuration of this grid meets the criterion.",
               INCONCLUSIVE: f"the simultaneous interval straddles {pct(CRITERION)}: these seeds neither confirm "
                             f"nor rule out the criterion (more seeds narrow the interval)."}[outcome]
-    text = (f"in distribution, the best of the {m + 1} configurations, `{best}`, differs from `{BASELINE}` by "
+    k = sum(p.strategy != BASELINE for p in grid.points)
+    text = (f"in distribution, the best of the {k} mining configurations, `{best}`, differs from `{BASELINE}` by "
             f"{pct(sim.point)} (ratio of geometric means, {n[0]} vs {n[1]} seeds; simultaneous 95 % interval "
             f"over the {m} comparisons with `{BASELINE}` (Bonferroni, each at {100 * bonferroni_level(m):.2f} %) "
             f"{pct(sim.lo)} to {pct(sim.hi)}; Holm-adjusted p = {change.p_holm:.3g}). The criterion is "

@@ -51,7 +51,9 @@ def render_grid(a: Analysis, plots: dict[str, str]) -> list[str]:
           "gap E⁻ − E⁺ in the last stretch of training. Equal wall-clock: MSE reached by "
           f"{a.equal_time.limit:.4g} s of training (`{a.equal_time.fastest}`'s mean).", ""]
     if g.best:
-        md += [f"Best in distribution: `{g.best}` (the verdict above is about it).", ""]
+        md += [f"Best mining configuration in distribution: `{g.best}` (the verdict above is about it; a "
+               f"configuration of `{a.baseline}` with other settings, such as a larger model, is a control: "
+               "compared and corrected for, never the verdict's candidate).", ""]
     header = ["configuration", "seeds"]
     for s in a.splits:
         header += [f"{s} MSE [95 % CI]", f"{s} vs `{a.baseline}` [simultaneous 95 %]", "Holm p"]

@@ -186,7 +186,7 @@ class Grid:
     comparisons: dict[str, int]  # split → m, comparisons with a defined test
     level: float                # family-wise level of the simultaneous intervals
     points: list[GridPoint]
-    best: str | None            # lowest point estimate on the primary split, among compared ones
+    best: str | None            # lowest point estimate on the primary split among the compared ones with negatives
     map: GridMap | None
 
 
