@@ -235,7 +235,8 @@ def judge_grid(grid: Grid, final: Final) -> Verdict:
               INCONCLUSIVE: f"the simultaneous interval straddles {pct(CRITERION)}: these seeds neither confirm "
                             f"nor rule out the criterion (more seeds narrow the interval)."}[outcome]
     k = sum(p.strategy != BASELINE for p in grid.points)
-    text = (f"in distribution, the best of the {k} mining configurations, `{best}`, differs from `{BASELINE}` by "
+    which = f"the best of the {k} mining configurations" if k > 1 else "the one mining configuration"
+    text = (f"in distribution, {which}, `{best}`, differs from `{BASELINE}` by "
             f"{pct(sim.point)} (ratio of geometric means, {n[0]} vs {n[1]} seeds; simultaneous 95 % interval "
             f"over the {m} comparisons with `{BASELINE}` (Bonferroni, each at {100 * bonferroni_level(m):.2f} %) "
             f"{pct(sim.lo)} to {pct(sim.hi)}; Holm-adjusted p = {change.p_holm:.3g}). The criterion is "
