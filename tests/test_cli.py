@@ -65,6 +65,14 @@ def test_bad_input_is_one_clear_line(tmp_path, tiny, override, named):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_two_modes_at_once_are_one_clear_line(tmp_path):
+    proc = run_cli("ired-train", "-m", "mining=none,random", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 2
+    err_lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(err_lines) == 1 and "-m/--multirun and --cfg: choose one" in err_lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_help_lists_groups_and_choices(tmp_path):
     proc = run_cli("ired-train", "--help", cwd=tmp_path, check=True)
     for group, choice in [("mining", "adversarial"), ("hardware", "cpu"), ("experiment", "pilot"),

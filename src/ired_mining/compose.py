@@ -47,6 +47,11 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
             return
         message = usage.getvalue().strip().splitlines()[-1].partition("error: ")[2]
         raise ConfigError(f"{message}; options such as -m go before the overrides, see ired-train --help") from None
+    modes = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun), ("--cfg", args.cfg),
+                                   ("--info", args.info)) if on]
+    if len(modes) > 1:  # Hydra's own refusal is a traceback
+        raise ConfigError(f"{' and '.join(modes)}: choose one of them (ired-train --cfg job shows a single run's "
+                          "config; a multirun's jobs are listed in <sweep dir>/jobs.expected.json)")
     if args.shell_completion or args.config_path or args.config_dir or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return  # HYDRA_FULL_ERROR=1: a developer asked for Hydra's own report with its traceback
     try:
