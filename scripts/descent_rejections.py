@@ -28,15 +28,20 @@ from ired_mining.data import spd_batch
 from ired_mining.evaluate import load_run
 
 
-def rejected_per_step(run_dir: str, corruption: float, steps: int, size: int, seed: int) -> list[float]:
-    """Fraction of samples whose step k (1 … steps) left them where they were."""
-    model, diffusion, cfg = load_run(run_dir, ["hardware.device=cpu"])
+def mining_starts(diffusion, cfg, corruption: float, size: int, seed: int):
+    """A fixed batch of training problems and where the adversarial miner starts on them: (x, t, z)
+    with z = √ᾱ_t y + c √(1−ᾱ_t) ε'. Levels and noise are drawn from `seed` in this order."""
     g = torch.Generator().manual_seed(seed)
     problems = spd_batch(cfg.dataset.n, size, cfg.dataset.lam, generator=g)
     t = torch.randint(0, diffusion.num_steps, (size,), generator=g)
     eps = torch.randn(problems.y.shape, generator=g)
-    energy = model.bind_levels(problems.x, model.conditioning(diffusion.levels), t).detached()
-    start = diffusion.noise(problems.y, t, eps, eps_scale=corruption)
+    return problems.x, t, diffusion.noise(problems.y, t, eps, eps_scale=corruption)
+
+
+def rejected_per_step(model, diffusion, cfg, corruption: float, steps: int, size: int, seed: int) -> list[float]:
+    """Fraction of samples whose step k (1 … steps) left them where they were."""
+    x, t, start = mining_starts(diffusion, cfg, corruption, size, seed)
+    energy = model.bind_levels(x, model.conditioning(diffusion.levels), t).detached()
     path = [diffusion.descend(energy, start, t, k)[0] for k in range(steps + 1)]
     return [(path[k] == path[k - 1]).all(dim=-1).float().mean().item() for k in range(1, steps + 1)]
 
@@ -51,8 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     corruptions = [float(c) for c in args.corruption.split(",")]
 
-    rows = [{"run": run, "corruption": c, "rejected": rejected_per_step(run, c, args.steps, args.size, seed=0)}
-            for run in args.runs for c in corruptions]
+    rows = []
+    for run in args.runs:
+        loaded = load_run(run, ["hardware.device=cpu"])  # the EMA weights, once per run
+        rows += [{"run": run, "corruption": c, "rejected": rejected_per_step(*loaded, c, args.steps, args.size, seed=0)}
+                 for c in corruptions]
     table = Table(title="Rejected descent steps (fraction of samples), EMA weights")
     for col in ["run", "corruption", *(f"step {k}" for k in range(1, args.steps + 1))]:
         table.add_column(col, justify="left" if col == "run" else "right", no_wrap=col == "run")

@@ -248,22 +248,18 @@ def test_descent_rejections_script_counts_what_an_independent_descent_rejects(ti
     run = tmp_path / "run"
     run_cli("ired-train", *tiny, f"hydra.run.dir={run}", check=True)
     size, steps, corruption = 512, 4, 3.0
-    rates = descent_rejections.rejected_per_step(str(run), corruption, steps, size, seed=0)
-
     model, diffusion, cfg = load_run(run, ["hardware.device=cpu"])
-    g = torch.Generator().manual_seed(0)  # the script's draws, in its order
-    problems = spd_batch(cfg.dataset.n, size, cfg.dataset.lam, generator=g)
-    t = torch.randint(0, diffusion.num_steps, (size,), generator=g)
-    eps = torch.randn(problems.y.shape, generator=g)
-    y = diffusion.noise(problems.y, t, eps, eps_scale=corruption)
+    rates = descent_rejections.rejected_per_step(model, diffusion, cfg, corruption, steps, size, seed=0)
+
+    x, t, y = descent_rejections.mining_starts(diffusion, cfg, corruption, size, seed=0)  # the same start
     step, bound = diffusion.step_size[t], diffusion.clamp * diffusion.sqrt_ac[t]  # (batch, 1)
     near = torch.zeros(size, dtype=torch.bool)  # samples that went through a decision within rounding
     expected = []
     with torch.no_grad():
         for _ in range(steps):
-            e, grad = yardstick.plain_grad(model, problems.x, y, t)
+            e, grad = yardstick.plain_grad(model, x, y, t)
             cand = torch.clamp(y - step * grad, -bound, bound)
-            e_new = yardstick.plain_energy(model, problems.x, cand, t)
+            e_new = yardstick.plain_energy(model, x, cand, t)
             near |= (e_new - e).abs() <= 1e-6 * e.abs()
             accept = e_new <= e
             expected.append(1 - accept.float().mean().item())
