@@ -152,9 +152,8 @@ def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: P
 
 def plot_scaling(scaling: Scaling, splits: list[str], refs: dict[str, Reference], path: Path) -> None:
     """One colour per configuration; its evaluation variants (sampler.backtrack=0.5, ...) dashed."""
-    index = {name: i for i, name in enumerate(dict.fromkeys(c.configuration for c in scaling.strategies.values()))}
-    lines = {split: [Line(f"{name} ({curve.n} runs)", colour(curve.configuration, index[curve.configuration]),
-                          curve.inner_steps,
+    styles = line_styles(list(dict.fromkeys(c.configuration for c in scaling.strategies.values())))
+    lines = {split: [Line(f"{name} ({curve.n} runs)", styles[curve.configuration][0], curve.inner_steps,
                           *([getattr(p, k) for p in curve.splits[split]] for k in ("mean", "min", "max")),
                           style="--" if curve.variant else "-")
                      for name, curve in scaling.strategies.items()]
