@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ired_mining.checkpoint import checkpoint_path
+from ired_mining.checkpoint import list_checkpoints
 from conftest import BIN, TINY, read_jsonl, run_cli
 
 pytest.importorskip("tensorboard", reason="the trackers extra is not installed (pip install -e '.[trackers]')")
@@ -199,6 +199,12 @@ RESUMABLE = [*TINY, "train.steps=200", "train.log_every=2", "train.eval_every=50
              "hardware.threads=1", "logger=[tensorboard,wandb]"]
 
 
+def newest_checkpoint_step(run_dir: Path) -> int:
+    """The step of the run's newest checkpoint (0 if none yet)."""
+    newest = list_checkpoints(run_dir / "checkpoints")
+    return int(newest[-1].stem.split("_")[1]) if newest else 0
+
+
 def last_logged_step(outbox: Path) -> int:
     """The newest step in the W&B tracker's outbox (0 if none yet; a line being written is skipped)."""
     steps_seen = [0]
@@ -225,7 +231,7 @@ def kill_soon_after_checkpoint(run_dir: Path, step: int, env: dict, wait_for_wan
                             env={**os.environ, "HYDRA_FULL_ERROR": "0", **env})
     outbox, deadline = run_dir / "wandb" / "outbox.jsonl", time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        newest = max((int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt")), default=0)
+        newest = newest_checkpoint_step(run_dir)
         logged = last_logged_step(outbox)
         held = wandb_held_step(run_dir) if wait_for_wandb else logged
         if newest >= step and min(logged, held) > newest and logged <= newest + 40:
@@ -246,8 +252,7 @@ def test_killed_and_resumed_run_logs_every_step_once(tmp_path, wandb_flush):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     kill_soon_after_checkpoint(run_dir, 50, env, wait_for_wandb=wandb_flush != "default")
-    checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    resumed_from = int(checkpoints[-1].stem.split("_")[1])
+    resumed_from = newest_checkpoint_step(run_dir)
     sent_before = [row["step"] for row in read_jsonl(run_dir / "wandb" / "outbox.jsonl")]
     raw_before = steps(tensorboard_scalars(run_dir, purge=False)["loss/mse"])
     # The kill must land after the trackers logged past the checkpoint, or the test shows nothing.
