@@ -11,6 +11,7 @@ from importlib.resources import files
 from omegaconf import DictConfig
 
 from ired_mining.mining import STRATEGIES
+from ired_mining.model import MODELS
 from ired_mining.schema import strategy_options
 
 
@@ -19,6 +20,7 @@ class ConfigError(ValueError):
 
 
 CONF = files("ired_mining") / "conf"
+SCHEDULES = ("constant", "cosine")  # optim.schedule: train.learning_rate computes each
 
 
 def group_choices(group: str) -> list[str]:
@@ -49,6 +51,19 @@ def validate(cfg: DictConfig) -> None:
     for key, value in positive_ints.items():
         _require(value >= 1, key, value, "an integer ≥ 1")
     _require(cfg.train.eval_every >= 0, "train.eval_every", cfg.train.eval_every, "an integer ≥ 0 (0 = only at the end)")
+    _require(cfg.model.name in MODELS, "model.name", cfg.model.name, f"one of {', '.join(MODELS)}")
+    least = 1 if cfg.model.name == "regressor" else 2  # the energy MLP: a first layer, then FiLM layers
+    _require(cfg.model.depth >= least, "model.depth", cfg.model.depth, f"an integer ≥ {least}")
+    if cfg.model.name == "regressor":  # trained on MSE against A⁻¹: no energy to mine negatives on
+        _require(cfg.mining.name == "none", "mining.name", cfg.mining.name, "none with model=regressor")
+        _require(not cfg.hardware.cuda_graph, "hardware.cuda_graph", cfg.hardware.cuda_graph,
+                 "false with model=regressor (the graphed step is the energy model's)")
+    _require(cfg.optim.schedule in SCHEDULES, "optim.schedule", cfg.optim.schedule, " or ".join(SCHEDULES))
+    _require(0 <= cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", cfg.optim.min_lr,
+             f"a number in [0, optim.lr={cfg.optim.lr}]")
+    if cfg.optim.schedule != "constant":  # the graphed step captures the optimiser with its rate fixed
+        _require(not cfg.hardware.cuda_graph, "hardware.cuda_graph", cfg.hardware.cuda_graph,
+                 "false with a learning-rate schedule")
     _require(cfg.model.time_dim >= 4 and cfg.model.time_dim % 2 == 0, "model.time_dim", cfg.model.time_dim,
              "an even integer ≥ 4")
     for key, value in {"optim.lr": cfg.optim.lr, "train.grad_clip": cfg.train.grad_clip,

@@ -23,8 +23,8 @@ from ired_mining.compose import explain
 from ired_mining.config import ConfigError, validate
 from ired_mining.data import Problems, fixed_set
 from ired_mining.diffusion import Diffusion, build_diffusion
-from ired_mining.model import EnergyMLP, build_model
-from ired_mining.rundir import RunDir
+from ired_mining.model import EnergyMLP, build_model, is_regressor
+from ired_mining.rundir import RunDir, backfill
 from ired_mining.schema import typed
 
 
@@ -45,6 +45,14 @@ def residual(x: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(a @ y - eye) / n**0.5
 
 
+def predict(model, diffusion: Diffusion, x: torch.Tensor, inner_steps: int, generator: torch.Generator,
+            step_scale: float = 1.0) -> torch.Tensor:
+    """The model's answers Ŷ to the problems x: the IRED sampler, or the regressor's forward pass."""
+    if is_regressor(model):
+        return model(x)
+    return diffusion.sample(model, x, inner_steps, generator, step_scale)
+
+
 @torch.no_grad()
 def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], inner_steps: int,
              batch_size: int, seed: int, step_scale: float = 1.0) -> dict[str, float]:
@@ -59,7 +67,7 @@ def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], 
     for name, problems in sets.items():
         problems = problems.to(device)
         y_hat = torch.cat([
-            diffusion.sample(model, problems.x[i:i + batch_size], inner_steps, generator, step_scale)
+            predict(model, diffusion, problems.x[i:i + batch_size], inner_steps, generator, step_scale)
             for i in range(0, len(problems), batch_size)
         ])
         n = model.n
@@ -76,7 +84,8 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
+    what = "regressor" if summary.get("model") == "regressor" else summary["strategy"]
+    table = Table(title=f"{what} · seed {summary['seed']} · {summary['step']} steps")
     for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
         table.add_column(col, justify="right")
     for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
@@ -160,9 +169,7 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     state = load_checkpoint(checkpoints[-1], "cpu")  # CheckpointError says in one line what is wrong
     if "ema" not in state or "config" not in state:
         raise EvalError(f"checkpoint {checkpoints[-1]} holds no EMA weights or config")
-    cfg = OmegaConf.create(state["config"])
-    if "backtrack" not in cfg.sampler:  # a run from before the key: the spec's descent, which it used
-        cfg.sampler.backtrack = 1.0
+    cfg = OmegaConf.create(backfill(OmegaConf.to_container(OmegaConf.create(state["config"]))))
     cfg = apply_overrides(cfg, list(overrides))
     try:
         device = pick_device(cfg)

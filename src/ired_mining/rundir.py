@@ -160,6 +160,30 @@ class RunDir:
         return None
 
 
+# ================================================================ configs of older runs
+
+# Keys added after runs had been recorded without them, each with the value those runs used. One
+# owner for three readers: a run read back gets them filled in (`backfill`), and a run's fingerprint
+# leaves them out at these values (train.compat_fingerprint), so that older runs still resume and
+# a report does not take their absence for a setting that varies.
+LATER_KEYS: dict[str, object] = {
+    "sampler.backtrack": 1.0,
+    "model.depth": 3,
+    "optim.schedule": "constant",
+    "optim.min_lr": 0.0,
+}
+
+
+def backfill(cfg: dict) -> dict:
+    """A run's config (a plain dict, as read from its yaml) with every missing LATER_KEYS entry set
+    to the value the run used; the argument is changed and returned."""
+    for key, value in LATER_KEYS.items():
+        group, name = key.split(".")
+        if isinstance(cfg.get(group), dict):
+            cfg[group].setdefault(name, value)
+    return cfg
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSON-lines file, [] if there is none; a torn last line (a job killed
     mid-write) is skipped."""

@@ -33,6 +33,7 @@ class ModelConfig:
     name: str = MISSING
     hidden: int = MISSING
     time_dim: int = MISSING
+    depth: int = MISSING
 
 
 @dataclass
@@ -53,6 +54,8 @@ class DatasetConfig:
 class OptimConfig:
     lr: float = MISSING
     betas: List[float] = MISSING
+    schedule: str = MISSING
+    min_lr: float = MISSING
 
 
 @dataclass
@@ -189,7 +192,6 @@ register()
 
 
 # ================================================================ runs read back
-
 
 def typed(cfg: DictConfig) -> DictConfig:
     """A config read back from a run (its checkpoint or .hydra/config.yaml, plain yaml) with the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,8 +40,8 @@ from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
-from ired_mining.model import BoundEnergy, build_model
-from ired_mining.rundir import FAILED, FINISHED, Environment, RunDir
+from ired_mining.model import BoundEnergy, build_model, is_regressor
+from ired_mining.rundir import FAILED, FINISHED, LATER_KEYS, Environment, RunDir
 from ired_mining.trackers import Trackers, open_trackers
 
 log = logging.getLogger("ired")
@@ -79,8 +80,24 @@ def compat_fingerprint(cfg: DictConfig) -> str:
     trajectory (not its length, logging, evaluation or hardware)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
              for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")}
+    for key, value in LATER_KEYS.items():  # at the value older runs used: as if absent, so they resume
+        group, name = key.split(".")
+        if group in parts and parts[group].get(name) == value:
+            del parts[group][name]
     parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
+    if cfg.optim.schedule != "constant":  # a schedule over train.steps: the length shapes the trajectory
+        parts["steps"] = cfg.train.steps
     return fingerprint(parts)
+
+
+def learning_rate(cfg: DictConfig, step: int) -> float:
+    """The learning rate of optimiser step `step` (0-based): optim.lr, or under the cosine schedule
+    min_lr + (lr − min_lr)·(1 + cos(π·step/steps))/2. A function of the step alone, so a resumed run
+    sets the same rates as an uninterrupted one."""
+    o = cfg.optim
+    if o.schedule == "constant":
+        return o.lr
+    return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * step / cfg.train.steps))
 
 
 @dataclass
@@ -169,12 +186,24 @@ def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: 
     return stats | {"loss/total": loss, "grad_norm": grad_norm}
 
 
+def regression_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: DictConfig,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One step of the feed-forward baseline (model=regressor): MSE of f(A) against A⁻¹. It draws
+    nothing from the generator but the batch, and has no diffusion or negatives."""
+    loss = (model(problems.x) - problems.y).square().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    return {"loss/mse": loss, "loss/total": loss, "grad_norm": grad_norm}
+
+
 def compile_ahead(model, diffusion: Diffusion, strategy, cfg: DictConfig, device: torch.device) -> float:
     """With hardware.compile, compile mining and the loss terms (forward and backward) on a throwaway
     batch before the training clock starts, so that train_seconds and mine_ms time training, not
     compiling. Changes nothing: its own generator, no optimiser step, the gradients cleared.
     Returns the seconds it took (0 without hardware.compile)."""
-    if not compiling(cfg):
+    if not compiling(cfg) or is_regressor(model):
         return 0.0
     start = time.perf_counter()
     generator = torch.Generator(device).manual_seed(0)
@@ -207,6 +236,7 @@ class Run:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.sets = eval_sets(cfg.dataset.n, cfg.eval.size, cfg.eval.seed, dict(cfg.eval.splits))
         self.fingerprint = compat_fingerprint(cfg)
+        self.step_fn = regression_step if is_regressor(self.model) else train_step
         self.step = 0
         self.train_seconds = 0.0
         self.running = Running()
@@ -263,6 +293,7 @@ class Run:
         return self.rundir.write_final(
             status,
             strategy=self.cfg.mining.name,
+            model=self.cfg.model.name,
             seed=self.cfg.seed,
             step=self.step,
             train_seconds=round(self.train_seconds, 3),
@@ -287,9 +318,12 @@ class Run:
             if graphed is not None:  # hardware.cuda_graph: every step up to the next log, eval or checkpoint
                 first_bad = graphed.advance(self, graphed_steps.next_visit(self.step, c))
             else:
+                if c.optim.schedule != "constant":
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = learning_rate(c, self.step)
                 problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
-                stats = train_step(self.model, self.diffusion, self.strategy, self.optimizer, problems, c,
-                                   self.generator)
+                stats = self.step_fn(self.model, self.diffusion, self.strategy, self.optimizer, problems, c,
+                                     self.generator)
                 self.step += 1
                 # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
                 # waits on the host inside the loop; the step named is still the exact one.
@@ -349,8 +383,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     previous = RunDir(run_dir).final_state()
     if previous is not None and previous.finished:
-        log.info(f"{run_dir} already holds a finished run; leaving it as it is")
-        return previous.summary
+        if previous.summary.get("step", 0) >= cfg.train.steps:
+            log.info(f"{run_dir} already holds a finished run; leaving it as it is")
+            return previous.summary
+        # A longer train.steps than the finished run had: go on from its final checkpoint. Its metrics
+        # lines are kept and the new ones appended; metrics.json is rewritten when the longer run ends.
+        log.info(f"continuing the finished run in {run_dir} from step {previous.summary['step']} "
+                 f"to train.steps={cfg.train.steps}")
 
     check_fits(cfg, pick_device(cfg))  # a batch that cannot fit stops here, in one line
     run = Run(cfg, run_dir)

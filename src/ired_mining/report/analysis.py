@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ired_mining.report.grid import analyse_grid, is_grid, label_runs
+from ired_mining.report.plan import DOES_NOT_HOLD, HOLDS, Plan, Registered, judge_plan, plan_warnings, sentence
 from ired_mining.report.provenance import provenance
 from ired_mining.report.records import RunRecord
 from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Grid, Problem, Reached,
@@ -272,8 +273,31 @@ def floor_statements(final: Final, refs: dict[str, Reference]) -> list[str]:
 
 # ================================================================ everything
 
-def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysis:
-    finished = [r for r in runs if r.finished]
+def is_regressor_run(run: RunRecord) -> bool:
+    """A run of the feed-forward baseline (model=regressor): a reference row, not a configuration."""
+    return run.config.get("model", {}).get("name") == "regressor"
+
+
+def regressor_reference(runs: list[RunRecord], splits: list[str]) -> dict[str, Stat] | None:
+    """The feed-forward baseline's final MSE per split over its finished seeds; None if the sweep has none."""
+    if not runs:
+        return None
+    return {s: summarise([r.final.get(f"{s}/mse", math.nan) for r in runs]) for s in splits}
+
+
+def registered_verdict(reg: Registered) -> Verdict:
+    """The report's verdict when a plan is registered: its primary hypothesis, judged as planned."""
+    r = reg.primary
+    outcome = {HOLDS: CLEARS, DOES_NOT_HOLD: FALLS_SHORT}.get(r.outcome, INCONCLUSIVE)
+    text = "the registered primary hypothesis: " + sentence(r, reg)
+    return Verdict(outcome, r.interval if r.interval.defined else None, None,
+                   [r.candidate_mse.n, r.baseline_mse.n], text)
+
+
+def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan | None = None) -> Analysis:
+    everything = [r for r in runs if r.finished]
+    regressors = [r for r in everything if is_regressor_run(r)]
+    finished = [r for r in everything if not is_regressor_run(r)]
     groups, labelling = configurations(finished)
     order = list(groups)
     splits = splits_of(finished or runs)
@@ -288,6 +312,9 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysi
                 warnings.append(f"{r.name}: {split}/mse is {v}; left out of that split's statistics")
     final = analyse_final(groups, splits)
     at_equal_time = equal_time(groups, splits, final.timing) if finished else None
+    registered = judge_plan(plan, finished) if plan else None  # the regressor is a reference, never an arm
+    if registered:
+        warnings += plan_warnings(registered)
     grid = None
     if labelling is not None:
         _, settings, factors, reference = labelling
@@ -295,12 +322,13 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysi
                             at_equal_time)
     return Analysis(
         sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=TREATMENT,
-        criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(finished), len(runs)),
+        criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(everything), len(runs)),
         references=refs, final=final, warnings=notes + warnings,
-        verdict=judge_grid(grid, final) if grid else judge(final),
+        verdict=registered_verdict(registered) if registered else judge_grid(grid, final) if grid else judge(final),
         floor=floor_statements(final, refs),
         equal_steps=equal_steps(groups, splits, finished) if finished else None,
         equal_time=at_equal_time,
         scaling=analyse_scaling(groups, splits),
         problems=[Problem(r.name, r.strategy, r.seed, r.status, r.error) for r in runs if not r.finished],
-        provenance=provenance(sweep_dir, runs), grid=grid)
+        provenance=provenance(sweep_dir, runs), grid=grid, registered=registered,
+        regressor=regressor_reference(regressors, splits))

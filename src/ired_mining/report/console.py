@@ -26,6 +26,12 @@ def print_report(a: Analysis, console) -> None:
         console.print("ms per step: " + ", ".join(parts))
     style = {CLEARS: "green", FALLS_SHORT: "red"}.get(a.verdict.outcome, "yellow")
     console.print(f"[bold {style}]verdict: {a.verdict.outcome}[/] — " + escape(a.verdict.text.replace("`", "")))
+    if a.registered:
+        from ired_mining.report.plan import sentence
+
+        for r in a.registered.results:
+            if r.role != "primary":
+                console.print("  " + escape(sentence(r, a.registered).replace("`", "").replace("**", "")))
     for line in a.floor:
         console.print(f"[yellow]{escape(line.replace('`', ''))}[/]")
     for p in a.problems:
