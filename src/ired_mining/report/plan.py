@@ -88,6 +88,7 @@ class Registered:
     level: float
     each_level: float
     correction: str
+    min_seeds: int
     results: list[HypothesisResult]
 
     @property
@@ -164,7 +165,7 @@ def judge_hypothesis(h: Hypothesis, plan: Plan, finished: list[RunRecord]) -> Hy
     values = [[float(r.final[key]) for r in arm] for arm in arms]
     stats = [Stat(*mean_std(v), values=v) for v in values]
     steps = sorted({int(r.final.get("step", 0)) for arm in arms for r in arm})
-    if min(len(v) for v in values) < max(plan.min_seeds, 2):
+    if min(len(v) for v in values) < max(plan.min_seeds, 2):  # Welch needs two of each at least
         interval, outcome = UNDEFINED, NOT_RUN
     else:
         interval = welch_relative_change(values[0], values[1], plan.each_level)
@@ -175,7 +176,7 @@ def judge_hypothesis(h: Hypothesis, plan: Plan, finished: list[RunRecord]) -> Hy
 
 def judge_plan(plan: Plan, finished: list[RunRecord]) -> Registered:
     return Registered(plan.path, plan.threshold, plan.level, plan.each_level, plan.correction,
-                      [judge_hypothesis(h, plan, finished) for h in plan.hypotheses])
+                      max(plan.min_seeds, 2), [judge_hypothesis(h, plan, finished) for h in plan.hypotheses])
 
 
 def plan_warnings(reg: Registered) -> list[str]:
@@ -187,12 +188,12 @@ def plan_warnings(reg: Registered) -> list[str]:
 def sentence(r: HypothesisResult, reg: Registered) -> str:
     """The verdict on one hypothesis in words."""
     if r.outcome == NOT_RUN:
-        return (f"{r.id} ({r.role}) was not run: it needs ≥ 2 finished seeds of each arm "
+        return (f"{r.id} ({r.role}) was not run: it needs ≥ {reg.min_seeds} finished seeds of each arm "
                 f"({r.candidate_mse.n} and {r.baseline_mse.n} finished).")
     iv = r.interval
     where = {HOLDS: "the whole interval lies at or below", DOES_NOT_HOLD: "the whole interval lies above",
              INCONCLUSIVE: "the interval straddles"}[r.outcome]
-    return (f"{r.id} ({r.role}, {r.split}) **{r.outcome}**: `{r.candidate}` differs from `{r.baseline}` by "
+    return (f"{r.id} ({r.role}, {r.split}) {r.outcome}: `{r.candidate}` differs from `{r.baseline}` by "
             f"{100 * iv.point:+.1f} % (ratio of geometric means, {r.candidate_mse.n} vs {r.baseline_mse.n} seeds; "
             f"simultaneous {100 * reg.level:.0f} % interval over the plan's {len(reg.results)} hypotheses, "
             f"each a {100 * reg.each_level:.2f} % Welch interval: {100 * iv.lo:+.1f} % to {100 * iv.hi:+.1f} %); "
