@@ -125,3 +125,23 @@ def test_the_committed_registration_is_a_valid_plan():
 
     plan = load_plan(Path(__file__).resolve().parents[1] / "results" / "cpu20" / "sweep" / "plan.yaml")
     assert plan.primary.id == "H1" and len(plan.hypotheses) == 4 and math.isclose(plan.each_level, 0.9875)
+
+
+# ================================================================ a verdict on any strategy
+
+def test_a_new_strategy_against_none_is_judged_without_a_flag_and_any_with_one(tmp_path):
+    from test_report import make_sweep
+
+    new = make_sweep(tmp_path / "new", {"none": [0.0097, 0.0098, 0.0096], "nearby": [0.0060, 0.0062, 0.0061]})
+    run_cli("ired-report", str(new), check=True)
+    summary = read_json(new / "summary.json")
+    assert summary["treatment"] == "nearby" and summary["verdict"]["outcome"] == "clears"
+    assert "`nearby`'s test MSE differs from `none`'s" in (new / "summary.md").read_text()
+    three = make_sweep(tmp_path / "three", {"none": [0.0097, 0.0098, 0.0096], "random": [0.02, 0.021, 0.019],
+                                            "nearby": [0.0060, 0.0062, 0.0061]})
+    run_cli("ired-report", str(three), check=True)  # two candidates and no adversarial: nothing to pick
+    assert read_json(three / "summary.json")["verdict"]["outcome"] == "inconclusive"
+    run_cli("ired-report", str(three), "--candidate", "random", check=True)
+    assert read_json(three / "summary.json")["verdict"]["outcome"] == "does not clear"
+    proc = run_cli("ired-report", str(three), "--candidate", "nearb")
+    assert proc.returncode == 1 and "--candidate nearb: no run of it" in proc.stderr and "nearby, none, random" in proc.stderr

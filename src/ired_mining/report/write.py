@@ -20,11 +20,13 @@ PLOTS = {"curves": "learning_curves.png", "scaling": "scaling.png"}
 GRID_PLOTS = {"heatmap": "grid_heatmap.png", "distance": "mse_vs_negative_distance.png"}
 
 
-def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = None) -> Path:
+def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = None,
+                 candidate: str | None = None) -> Path:
     """Write summary.md, summary.json, runs.csv and the plots into `sweep_dir`; return summary.md's path.
 
     With a rich Console, also print the main table and the verdict there. A registered plan (`plan`,
-    else the sweep's plan.yaml) makes the report judge its hypotheses and call the rest exploratory.
+    else the sweep's plan.yaml) makes the report judge its hypotheses and call the rest exploratory;
+    `candidate` names the strategy the verdict judges against `none` (analysis.pick_candidate).
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -32,7 +34,10 @@ def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = 
     runs, notes = collect(sweep_dir)
     if not runs:
         raise ReportError(f"no runs under {sweep_dir} (no .hydra/config.yaml below it, no multirun.yaml)")
-    a = analyse(sweep_dir, runs, notes, find_plan(sweep_dir, plan))
+    if candidate and candidate not in {r.strategy for r in runs}:
+        raise ReportError(f"--candidate {candidate}: no run of it under {sweep_dir}; its strategies are "
+                          + ", ".join(sorted({r.strategy for r in runs})))
+    a = analyse(sweep_dir, runs, notes, find_plan(sweep_dir, plan), candidate)
     finished = [r for r in runs if r.finished]
     if finished:
         groups, _ = configurations(finished)
@@ -91,9 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="ired-report", description="Turn a sweep directory into summary.md, summary.json, runs.csv and plots.")
     parser.add_argument("sweep_dir", help="a multirun directory, or one run directory")
     parser.add_argument("--plan", help=f"a registered plan to judge (default: the sweep's {PLAN_FILE}, if any)")
+    parser.add_argument("--candidate", metavar="STRATEGY",
+                        help=f"the strategy the verdict judges against {BASELINE} (default: adversarial, or the "
+                             f"sweep's one other strategy); other baselines: a plan")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        write_report(args.sweep_dir, console=Console(), plan=args.plan)
+        write_report(args.sweep_dir, console=Console(), plan=args.plan, candidate=args.candidate)
     except ReportError as err:
         print(f"ired-report: error: {err}", file=sys.stderr)
         sys.exit(1)
