@@ -150,7 +150,8 @@ def job_states(sweep_dir: str | Path) -> list[dict]:
 
 def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], list[Queued] | None]:
     """The states with those of jobs still in SLURM's queue replaced by the queue's (running,
-    pending, requeued; their `slurm` key: id, squeue's state, restarts, reason), and the sweep's
+    pending, requeued; their `slurm` key: id, squeue's state, restarts, reason, the step of the
+    latest evaluation in metrics.jsonl or None), and the sweep's
     follow-up jobs still queued. The follow-ups are None when the queue cannot be read; then the
     states are returned as they are."""
     launches = read_launches(sweep_dir)
@@ -162,8 +163,10 @@ def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], l
     for s in states:
         q = listed.get(ids.get(s["num"], ""))
         if q is not None and q.sweep_state is not None:
+            evaluated = [r["step"] for r in RunDir(s["dir"]).read_metrics()]  # how far it got so far
             s = {**s, "state": q.sweep_state, "error": "", "metrics": {},
-                 "slurm": {"id": q.slurm_id, "state": q.state, "restarts": q.restarts, "reason": q.reason}}
+                 "slurm": {"id": q.slurm_id, "state": q.state, "restarts": q.restarts, "reason": q.reason,
+                           "evaluated_step": evaluated[-1] if evaluated else None}}
         out.append(s)
     follow_ups = [listed[launch.follow_up_id] for launch in launches
                   if launch.follow_up_id in listed and listed[launch.follow_up_id].sweep_state is not None]
@@ -187,7 +190,8 @@ def _result(state: dict) -> str:
     if "slurm" in state:
         q = state["slurm"]
         return (f"SLURM {q['id']} {q['state'].lower()}" + (f", requeued {q['restarts']}×" if q["restarts"] else "")
-                + (f" ({q['reason']})" if q["reason"] not in ("", "None") else ""))
+                + (f" ({q['reason']})" if q["reason"] not in ("", "None") else "")
+                + (f", evaluated at step {q['evaluated_step']}" if q["evaluated_step"] is not None else ""))
     if state["state"] == "finished" and "in_dist/mse" in m:
         return f"{m.get('step', '?')} steps, in_dist MSE {m['in_dist/mse']:.4g}"
     return state["error"]

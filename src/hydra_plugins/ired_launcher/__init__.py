@@ -22,6 +22,7 @@ launcher returns a placeholder per job (`{"status": "submitted", "slurm_id": ...
 # No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
 # dataclasses cannot resolve string annotations.
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -75,7 +76,14 @@ class IredSlurmLauncher(SlurmLauncher):
         if self.wait:
             record_launch(sweep_dir, Launch(array_id, tuple(nums), None))
             return [j.results()[0] for j in jobs]
-        follow_up = self._submit_follow_up(array_id, sweep_dir)
+        try:
+            follow_up = self._submit_follow_up(array_id, sweep_dir)
+        except Exception as err:  # sbatch's refusal (submitit raises its own types and plain ones)
+            record_launch(sweep_dir, Launch(array_id, tuple(nums), None))  # the array runs regardless
+            print(f"ired-train: error: SLURM array {array_id} is submitted into {sweep_dir}, but its follow-up job "
+                  f"was refused ({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''});"
+                  f" once the array ends: ired-sweep {sweep_dir} && ired-report {sweep_dir}", file=sys.stderr)
+            raise SystemExit(1)
         record_launch(sweep_dir, Launch(array_id, tuple(nums), follow_up))
         print(f"ired-train: submitted {len(jobs)} jobs as SLURM array {array_id} into {sweep_dir}; job {follow_up} "
               f"writes the table and the report once they end; watch: ired-sweep {sweep_dir} "
