@@ -316,7 +316,7 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     assert not (sweep / "jobs.md").exists()
     subprocess.run(["scontrol", "release", requeued], check=True, timeout=30)
     subprocess.run(["scontrol", "update", f"jobid={requeued}", "StartTime=now"], check=True, timeout=30)
-    wait_for("the follow-up job to write the table", lambda: (sweep / "jobs.json").exists(), timeout=600, every=0.5)
+    wait_for("the follow-up job to write the table", lambda: (sweep / "jobs.json").exists(), timeout=1500, every=0.5)
     wait_for("the follow-up job to end", lambda: squeue_state(follow_up) == "", timeout=600, every=0.5)
 
     states = job_states(sweep)
@@ -337,7 +337,7 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     _, second_array, _, second_follow_up = submitted(again.stdout)
     assert second_array != array_id
     wait_for("the second follow-up job to end", lambda: (sweep / "jobs.json").stat().st_mtime_ns != table_before
-             and squeue_state(second_follow_up) == "", timeout=900, every=0.5)
+             and squeue_state(second_follow_up) == "", timeout=1500, every=0.5)
     assert [(j.dir / "metrics.json").read_text() for j in jobs] == finals
     assert all("already holds a finished run" in (j.dir / "train.log").read_text() for j in jobs)
     assert [s["state"] for s in read_json(sweep / "jobs.json")] == ["finished", "finished"]
