@@ -151,9 +151,9 @@ def job_states(sweep_dir: str | Path) -> list[dict]:
 def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], list[Queued] | None]:
     """The states with those of jobs still in SLURM's queue replaced by the queue's (running,
     pending, requeued; their `slurm` key: id, squeue's state, restarts, reason, the step of the
-    latest evaluation in metrics.jsonl or None), and the sweep's
-    follow-up jobs still queued. The follow-ups are None when the queue cannot be read; then the
-    states are returned as they are."""
+    latest evaluation in metrics.jsonl or None), and the sweep's follow-up jobs still queued. The
+    follow-ups are None when the queue cannot be read; then the states are returned as they are.
+    Raises ValueError, one line, for an unreadable slurm_jobs.json."""
     launches = read_launches(sweep_dir)
     listed = queue([i for launch in launches for i in launch.ids()])
     if listed is None:
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         states, follow_ups = with_queue(job_states(args[0]), args[0])
-    except (SweepError, ValueError) as err:
+    except ValueError as err:  # SweepError, or slurm_jobs.json unreadable
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print_table(states, args[0])
