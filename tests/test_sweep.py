@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import TINY, read_json, read_jsonl, run_cli
 from ired_mining.callbacks import shield_submitit_requeue
+from ired_mining.slurm_queue import Launch, Queued, record_launch
 from ired_mining.sweep import SweepError, expected_jobs, job_states
 
 # TINY without its hardware choice, so a test can pick its own.
@@ -230,3 +231,49 @@ def test_a_child_of_the_requeue_handler_survives_the_requeues_sigterm():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------- hardware.wait, ired-sweep
+
+def test_wait_is_a_key_of_the_slurm_choices_that_reaches_their_launcher(tmp_path):
+    proc = run_cli("ired-train", "hardware=slurm_cpu", "hardware.wait=false", "--cfg", "all", "--resolve", cwd=tmp_path,
+                   check=True)
+    launcher = OmegaConf.create(proc.stdout).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.ired_launcher.IredSlurmLauncher" and launcher.wait is False
+    default = run_cli("ired-train", "hardware=slurm_gpu", "--cfg", "all", "--resolve", cwd=tmp_path, check=True)
+    assert OmegaConf.create(default.stdout).hydra.launcher.wait is True  # waiting stays the default
+    for args, named in ((["hardware=cpu", "hardware.wait=false"], "hardware.wait: not a key of hardware"),
+                        (["hardware=slurm_cpu", "hardware.wait=soon"], "hardware.wait: got 'soon'")):
+        bad = run_cli("ired-train", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()], bad.stderr
+        assert bad.stderr.startswith(f"ired-train: error: {named}"), bad.stderr
+
+
+@pytest.mark.parametrize("state,restarts,shown", [
+    ("PENDING", 0, "pending"), ("PENDING", 2, "requeued"), ("REQUEUE_HOLD", 1, "requeued"), ("REQUEUED", 1, "requeued"),
+    ("RUNNING", 0, "running"), ("RUNNING", 1, "running"), ("COMPLETING", 0, None), ("CANCELLED", 0, None)])
+def test_a_queued_jobs_state_in_the_sweeps_words(state, restarts, shown):
+    """A job pending after a restart is one SLURM requeued; a job on its way out is left to its run directory."""
+    assert Queued("7_1", state, restarts, "None").sweep_state == shown
+
+
+@pytest.mark.slow
+def test_ired_sweep_reads_a_sweep_and_says_a_bad_one_in_one_line(tmp_path):
+    not_a_sweep = run_cli("ired-sweep", str(tmp_path), cwd=tmp_path)
+    assert not_a_sweep.returncode == 2 and not_a_sweep.stderr.startswith("ired-sweep: error: ")
+    assert len(not_a_sweep.stderr.strip().splitlines()) == 1
+
+    sweep = tmp_path / "sweep"
+    run_cli("ired-train", "-m", *QUICK, "mining=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=True)
+    (sweep / "jobs.md").unlink()
+    # Submitted long ago: SLURM (where there is one) no longer lists the array, so its directory tells.
+    record_launch(sweep, Launch("999999", (0,), "1000000"))
+    status = run_cli("ired-sweep", str(sweep), cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "1 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", status.stdout)
+    assert [j["state"] for j in read_json(sweep / "jobs.json")] == ["finished"] and (sweep / "jobs.md").is_file()
+
+    (sweep / "slurm_jobs.json").write_text('{"version": 1, "launches": [{"nums": [0]}]}')
+    broken = run_cli("ired-sweep", str(sweep), cwd=tmp_path)
+    assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1, broken.stderr
+    assert broken.stderr.startswith(f"ired-sweep: error: {sweep / 'slurm_jobs.json'} cannot be read: ")

@@ -80,6 +80,7 @@ class SlurmHardwareConfig(HardwareConfig):
     """A SLURM cluster through submitit (slurm_gpu, slurm_cpu): the keys of hydra.launcher that a
     user sets as hardware.*."""
 
+    wait: bool = MISSING
     partition: Optional[str] = MISSING
     cpus_per_task: int = MISSING
     array_parallelism: int = MISSING

@@ -43,16 +43,42 @@ class RecordingSweeper(BasicSweeper):
     # config loader; only sweep() calls it.)
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
         from ired_mining.compose import not_a_list_of_values
+        from ired_mining.slurm_queue import detached
 
         if refusal := not_a_list_of_values(overrides):
             # Hydra's own refusal is a traceback: say it in one line (the house promise: one line on
             # stderr, exit 2), before anything is written. ired-train's check usually says it first.
             print(f"ired-train: error: {refusal}", file=sys.stderr)
             raise SystemExit(2)
+        self._refuse_while_queued()
+        if detached(self.config):
+            # Batches exist to wait between them; a detached sweep waits for nothing, so its jobs go
+            # out as one array (hydra.launcher.array_parallelism still bounds how many run at once).
+            max_batch_size = None
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
         jobs = [list(job) for batch in batches for job in batch]
         self._record(jobs)
         return batches
+
+    def _refuse_while_queued(self) -> None:
+        """A sweep dir whose SLURM jobs (recorded by the launcher, ired_mining.slurm_queue) are still
+        queued or running is left alone: a second launch would run its jobs twice at once and
+        rewrite the record they are listed by. Where no squeue answers, the queue is unknown."""
+        from ired_mining.slurm_queue import still_queued
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            queued = still_queued(sweep_dir)
+        except ValueError as err:
+            print(f"ired-train: error: {err}", file=sys.stderr)
+            raise SystemExit(2)
+        if queued:
+            ids = ", ".join(f"{q.slurm_id} {q.sweep_state}" for q in queued[:5]) + (", ..." if len(queued) > 5 else "")
+            print(f"ired-train: error: {sweep_dir} still has {len(queued)} SLURM jobs queued or running ({ids}); "
+                  f"launch into it again once they are over (watch: ired-sweep {sweep_dir}), or cancel them: "
+                  f"scancel {' '.join(sorted({q.slurm_id.partition('_')[0] for q in queued}))}", file=sys.stderr)
+            raise SystemExit(2)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         # Every job was already composed by _record, before anything was written: a job that does not
