@@ -80,7 +80,8 @@ def validate(cfg: DictConfig) -> None:
                  cfg.train.batch_size, "≥ 2 for derangement negatives")
     _require(cfg.sampler.inner_steps >= 0, "sampler.inner_steps", cfg.sampler.inner_steps, "an integer ≥ 0")
     _require(math.isfinite(cfg.sampler.step_scale) and cfg.sampler.step_scale > 0, "sampler.step_scale",
-             cfg.sampler.step_scale, "a finite number > 0 (it multiplies η_t; for no descent set sampler.inner_steps=0)")
+             cfg.sampler.step_scale,
+             "a finite number > 0 (it multiplies η_t; for no descent set sampler.inner_steps=0)")
     shrinks = {"sampler.backtrack": cfg.sampler.backtrack}
     if cfg.mining.name == "adversarial":
         shrinks["mining.backtrack"] = cfg.mining.backtrack

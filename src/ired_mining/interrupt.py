@@ -7,7 +7,9 @@ asks `requested()` at every step boundary, writes a checkpoint at that step and 
 128 + the signal (130 for SIGINT, 143 for SIGTERM), and the same command resumes from that step.
 A second signal raises KeyboardInterrupt at once, wherever the program is: a file being written
 then removes its temporary file (checkpoint.py), and the newest complete checkpoint is the resume
-point. `uninstall()` puts the previous handlers back.
+point. `uninstall()` puts the previous handlers back, unless the run is stopping: then further
+signals are ignored until the process has exited, so that a late Ctrl-C prints no traceback on the
+way out.
 
 Inside a SLURM job submitit's handlers and preemption.py own SIGTERM (a preempted job checkpoints
 and trains on until SLURM kills it, then is requeued), so SIGTERM is left to them there.
@@ -21,6 +23,7 @@ import threading
 
 _noted: list[int] = []
 _previous: dict[int, object] = {}
+_stopping = False  # the run is on its way out: further signals are ignored, not a traceback mid-exit
 
 
 class Interrupted(KeyboardInterrupt):
@@ -45,14 +48,24 @@ def _signals() -> list[int]:
 
 def _note(signum, frame):
     if _noted:
+        _stop()
         raise KeyboardInterrupt  # the second signal: stop now, without waiting for the step
     _noted.append(signum)
 
 
+def _stop() -> None:
+    global _stopping
+    _stopping = True
+    for sig in _signals():
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def install() -> None:
+    global _stopping
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers; a run elsewhere keeps Python's default
     _noted.clear()
+    _stopping = False
     for sig in _signals():
         _previous.setdefault(sig, signal.getsignal(sig))
         signal.signal(sig, _note)
@@ -61,7 +74,8 @@ def install() -> None:
 def uninstall() -> None:
     while _previous:
         sig, handler = _previous.popitem()
-        signal.signal(sig, handler)
+        if not _stopping:
+            signal.signal(sig, handler)
     _noted.clear()
 
 
@@ -72,4 +86,5 @@ def requested() -> bool:
 def stop_if_requested(step: int) -> None:
     """After the checkpoint of `step`: raise Interrupted if a signal was noted."""
     if _noted:
+        _stop()
         raise Interrupted(_noted[0], step)
