@@ -96,7 +96,7 @@ class Attempt:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
-    def wait(self, timeout: float = 900) -> Ended:
+    def wait(self, timeout: float = 3600) -> Ended:
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() > deadline:

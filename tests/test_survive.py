@@ -27,6 +27,9 @@ RUN = ["dataset.n=4", "model.hidden=32", "model.time_dim=16", "train.batch_size=
 # A checkpoint of this model is ~93 kB: a 200 kB disk fills up within the run.
 SMALL = [*RUN, "model.hidden=16"]
 METRIC_KEYS = ["in_dist/mse", "harder/mse", "in_dist/residual", "harder/residual", "loss/mse", "loss/energy"]
+# Seconds a run may take: generous, for a CI machine that other jobs keep busy (a niced run took
+# over 10 minutes of wall-clock here with the load at 25).
+PATIENCE = 3600
 INTERRUPTED = re.compile(r"^ired-train: interrupted at step (\d+); checkpoint written; run the same command to resume$")
 
 
@@ -36,7 +39,7 @@ def start(run_dir: Path, *args: str) -> subprocess.Popen:
                             env={**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120"})
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = PATIENCE) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         assert proc.poll() is None, f"the run ended before {path.name} appeared: {proc.stderr.read()}"
@@ -53,7 +56,7 @@ def files(run_dir: Path) -> dict[str, bytes]:
 
 
 def uninterrupted(run_dir: Path, config: list[str]) -> dict:
-    run_cli("ired-train", *config, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, check=True)
+    run_cli("ired-train", *config, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, check=True, timeout=PATIENCE)
     return {"final": read_json(run_dir / "metrics.json"), "lines": read_jsonl(run_dir / "metrics.jsonl")}
 
 
@@ -82,7 +85,7 @@ def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_
     proc = start(run_dir, *RUN)
     wait_for(checkpoint(run_dir, 20), proc)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=600)
+    out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and (m := INTERRUPTED.match(lines[0])), err
@@ -92,7 +95,7 @@ def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_
     assert not (run_dir / "metrics.json").exists()  # not a final state: the run is to be resumed
     assert not list(run_dir.rglob(".*.tmp-*"))
 
-    run_cli("ired-train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    run_cli("ired-train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True, timeout=PATIENCE)
     assert f"resumed from step {step}" in (run_dir / "train.log").read_text()
     assert_same_result(run_dir, reference)
 
@@ -108,7 +111,7 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=600)
+    out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["ired-train: interrupted; stopped at once; the newest checkpoint is kept; "
                                         "run the same command to resume"], err
@@ -135,7 +138,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_stops_in_one_line_keeps_what_was_written_and_records_it(tmp_path, small_disk):
     run_dir = small_disk / "run"
-    proc = run_cli("ired-train", *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli("ired-train", *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=PATIENCE)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, proc.stderr
     assert len(err) == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
@@ -153,7 +156,7 @@ def test_full_disk_stops_in_one_line_keeps_what_was_written_and_records_it(tmp_p
     shutil.copytree(run_dir, moved)
     kept = sorted((moved / "checkpoints").glob("step_*.pt"))
     assert kept, "no checkpoint fitted at all"
-    run_cli("ired-train", *SMALL, f"hydra.run.dir={moved}", cwd=tmp_path, check=True)
+    run_cli("ired-train", *SMALL, f"hydra.run.dir={moved}", cwd=tmp_path, check=True, timeout=PATIENCE)
     assert f"resumed from step {int(kept[-1].stem.split('_')[1])}" in (moved / "train.log").read_text()
     assert_same_result(moved, uninterrupted(tmp_path / "small_ref", SMALL))
 
@@ -167,22 +170,22 @@ def test_second_ired_train_is_refused_and_touches_nothing_while_readers_do_no_ha
     first.send_signal(signal.SIGSTOP)  # it holds the lock, and nothing moves while we look
     try:
         before = files(run_dir)
-        second = run_cli("ired-train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        second = run_cli("ired-train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=PATIENCE)
         assert second.returncode == 1
         err = second.stderr.strip().splitlines()
         assert len(err) == 1 and f"pid {first.pid} on {platform.node()}" in err[0] and "in use" in err[0], err
         assert files(run_dir) == before  # not a byte changed: not .hydra/, not train.log
 
         # Readers need no lock: they read what is complete (atomic files, whole lines).
-        evaluated = run_cli("ired-eval", str(run_dir), "eval.size=32", cwd=tmp_path)
+        evaluated = run_cli("ired-eval", str(run_dir), "eval.size=32", cwd=tmp_path, timeout=PATIENCE)
         assert evaluated.returncode == 0, evaluated.stderr
-        reported = run_cli("ired-report", str(run_dir), cwd=tmp_path)
+        reported = run_cli("ired-report", str(run_dir), cwd=tmp_path, timeout=PATIENCE)
         assert "Traceback" not in reported.stdout + reported.stderr
         after = {k: v for k, v in files(run_dir).items() if k in before}
         assert after == before  # they added their own files and changed none of the run's
     finally:
         first.send_signal(signal.SIGCONT)
-    first.communicate(timeout=600)
+    first.communicate(timeout=PATIENCE)
     assert first.returncode == 0
     assert_same_result(run_dir, reference)
 
@@ -194,7 +197,7 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path, reference):
     proc.kill()
     proc.communicate()
     assert (run_dir / "train.lock").exists()  # the file stays; the lock went with the process
-    run_cli("ired-train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    run_cli("ired-train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True, timeout=PATIENCE)
     assert_same_result(run_dir, reference)
 
 
@@ -207,7 +210,7 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path, reference):
     ("sampler.step_scale=0", "a finite number > 0"),
 ])
 def test_out_of_range_strategy_option_is_one_line(tmp_path, tiny, override, allowed):
-    proc = run_cli("ired-train", *tiny, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = run_cli("ired-train", *tiny, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=PATIENCE)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     key, value = override.split("=")
@@ -222,7 +225,7 @@ def test_short_fault_drill_loses_nothing(tmp_path):
     out = tmp_path / "drill.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "fault_drill.py"), "--faults", "10",
                            "--per-run", "5", "--seed", "1", "--work", str(tmp_path / "work"), "--json", str(out)],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=3 * PATIENCE)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["faults"] >= 10 and figures["resumes"] >= 10
