@@ -409,13 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         ref = reference(drill)
         drill.resumes = 0
         runs = []
-        while sum(drill.counts.values()) < args.faults:
+        while sum(drill.counts.values()) < args.faults and time.monotonic() < drill.deadline:
             n = len(runs)
             want = min(args.per_run, args.faults - sum(drill.counts.values()))
             result = drill_run(drill, base / f"run{n:03d}", want, ref)
             runs.append(result)
-            print(f"run {n}: {result['faults']} faults, {'ok' if not result['problems'] else result['problems']}",
-                  flush=True)
+            print(f"run {n}: {result['faults']} faults {dict(drill.counts)}, "
+                  f"{'ok' if not result['problems'] else result['problems']}", flush=True)
             shutil.rmtree(base / f"run{n:03d}")  # the tmpfs is small
             if len(runs) > 4 * args.faults:
                 break
