@@ -6,6 +6,7 @@ Only what a type cannot say: ranges and rules across keys. Known keys and types 
 
 from __future__ import annotations
 
+import math
 from importlib.resources import files
 
 from omegaconf import DictConfig
@@ -80,12 +81,22 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.mining.weight >= 0, "mining.weight", cfg.mining.weight, "a number ≥ 0")
     if cfg.mining.name == "adversarial":
         _require(cfg.mining.steps >= 0, "mining.steps", cfg.mining.steps, "an integer ≥ 0")
+        # A negative scale flips the noise's sign (the same distribution: no new setting), and a
+        # non-finite one leaves no number to train on.
+        _require(math.isfinite(cfg.mining.corruption) and cfg.mining.corruption >= 0, "mining.corruption",
+                 cfg.mining.corruption, "a finite number ≥ 0 (the multiple of the level's noise the negatives start "
+                 "from; 0 = from the answer itself, without noise)")
+        _require(math.isfinite(cfg.mining.step_scale) and cfg.mining.step_scale > 0, "mining.step_scale",
+                 cfg.mining.step_scale, "a finite number > 0 (it multiplies η_t; for no descent set mining.steps=0)")
     if cfg.mining.name == "random":
         _require(cfg.mining.source in ("derangement", "gaussian"), "mining.source", cfg.mining.source,
                  "derangement or gaussian")
         _require(cfg.train.batch_size >= 2 or cfg.mining.source != "derangement", "train.batch_size",
                  cfg.train.batch_size, "≥ 2 for derangement negatives")
     _require(cfg.sampler.inner_steps >= 0, "sampler.inner_steps", cfg.sampler.inner_steps, "an integer ≥ 0")
+    _require(math.isfinite(cfg.sampler.step_scale) and cfg.sampler.step_scale > 0, "sampler.step_scale",
+             cfg.sampler.step_scale,
+             "a finite number > 0 (it multiplies η_t; for no descent set sampler.inner_steps=0)")
     shrinks = {"sampler.backtrack": cfg.sampler.backtrack}
     if cfg.mining.name == "adversarial":
         shrinks["mining.backtrack"] = cfg.mining.backtrack

@@ -10,6 +10,7 @@ A run directory holds:
     metrics.json    the final state, written atomically: finished, or failed with its error line
     checkpoints/    step_*.pt (checkpoint.py)
     eval/           ired-eval's results
+    train.lock      held by the one ired-train writing here (runlock.py); readers ignore it
 
 A directory with .hydra/ and no metrics.json is incomplete: killed, timed out, or still running.
 
@@ -17,13 +18,13 @@ Layers of the package, lowest first. A module imports only modules of its own la
 nothing imports upwards (tests/test_layers.py reads this table and checks every import, lazy ones
 included; a new module gets a line here):
 
-    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, memory, preemption
+    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, memory, preemption, interrupt, runlock, failpoints
     numerics    diffusion
     strategies  mining
     settings    schema, config, compose, backend
     library     evaluate, sweep, report, graphed, trackers
     commands    callbacks, eval_cli
-    top         train
+    top         train, entry
 
 torch and checkpoint.py (which imports torch) are imported inside the functions that need them:
 writing, listing an incomplete run's checkpoints, naming the device. So the report and the sweep's
@@ -32,7 +33,10 @@ table load without torch, and run wherever run directories were copied to.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -96,6 +100,11 @@ class RunDir:
         return self.path / "metrics.json"
 
     @property
+    def lock(self) -> Path:
+        """train.lock: the one writer's lock (runlock.py)."""
+        return self.path / "train.lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -110,8 +119,26 @@ class RunDir:
     # ------------------------------------------------------------ metrics.jsonl
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append one line, fsynced. A write that fails (a full disk) is cut back to the lines
+        before it and raises WriteFailed, so no partial line is left behind."""
+        from ired_mining import failpoints
+        from ired_mining.checkpoint import write_failure
+
+        line = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line[: len(line) // 2])
+                failpoints.hit("metrics-line")
+                _write_all(fd, line[len(line) // 2:])
+                os.fsync(fd)
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise write_failure(self.metrics, err, len(line)) from None
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics)
@@ -182,6 +209,12 @@ def backfill(cfg: dict) -> dict:
         if isinstance(cfg.get(group), dict):
             cfg[group].setdefault(name, value)
     return cfg
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A regular file takes all of a write or, once the disk fills up during it, a part of it.
+    if os.write(fd, data) != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -13,6 +13,7 @@ owns that layout.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -27,13 +28,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
+from ired_mining import failpoints, interrupt, preemption, runlock
 from ired_mining import graphed as graphed_steps
-from ired_mining import preemption
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
-from ired_mining.checkpoint import (CheckpointError, fingerprint, latest_checkpoint, list_checkpoints,
-                                    restore_rng_state, rng_state, save_checkpoint)
-from ired_mining.compose import check_command_line
+from ired_mining.checkpoint import (CheckpointError, WriteFailed, fingerprint, latest_checkpoint, list_checkpoints,
+                                    remove_stale_temporaries, restore_rng_state, rng_state, save_checkpoint)
+from ired_mining.compose import check_command_line, planned_run_dir
 from ired_mining.config import ConfigError, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
@@ -42,6 +43,7 @@ from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model, is_regressor
 from ired_mining.rundir import FAILED, FINISHED, LATER_KEYS, Environment, RunDir
+from ired_mining.runlock import RunLocked
 from ired_mining.trackers import Trackers, open_trackers
 
 log = logging.getLogger("ired")
@@ -257,8 +259,12 @@ class Run:
         }
 
     def resume(self) -> bool:
+        # Under the run's lock no one else writes here: what a killed writer left half-written goes.
+        for stale in remove_stale_temporaries(self.ckpt_dir) + remove_stale_temporaries(self.dir):
+            log.info(f"removed {stale}, left by a writer that was killed")
         state = latest_checkpoint(self.ckpt_dir, self.cfg.checkpoint.fallback, self.device, log.warning)
         if state is None:
+            self.rundir.truncate_metrics(0)  # lines of an attempt whose checkpoints are all gone
             return False
         if state["fingerprint"] != self.fingerprint:
             raise CheckpointError(
@@ -284,6 +290,7 @@ class Run:
         c = self.cfg
         metrics = evaluate(self.ema.module, self.diffusion, self.sets, c.sampler.inner_steps,
                            c.eval.batch_size, c.eval.seed, c.sampler.step_scale)
+        failpoints.hit("evaluate")
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 3), **self.running.means(), **metrics}
         self.running.reset()
         self.rundir.append_metrics(record)
@@ -335,7 +342,8 @@ class Run:
 
             at_log = self.step % c.train.log_every == 0 or self.step == total
             at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
-            at_ckpt = self.step % c.checkpoint.every == 0 or self.step == total or preemption.requested()
+            at_ckpt = (self.step % c.checkpoint.every == 0 or self.step == total or preemption.requested()
+                       or interrupt.requested())
             if not (at_log or at_eval or at_ckpt):
                 continue
             if (bad_step := int(first_bad)) >= 0:
@@ -361,6 +369,7 @@ class Run:
             if at_ckpt:
                 self.checkpoint()
                 preemption.hand_over(self.step)  # SLURM's warning signal: requeue from this checkpoint
+                interrupt.stop_if_requested(self.step)  # Ctrl-C: stop here, resumable from this checkpoint
             tick, tick_step = time.perf_counter(), self.step
         if not last:
             # Killed after the final checkpoint but before metrics.json: the final evaluation
@@ -391,9 +400,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info(f"continuing the finished run in {run_dir} from step {previous.summary['step']} "
                  f"to train.steps={cfg.train.steps}")
 
+    if previous is not None and previous.status == FAILED:
+        # This attempt supersedes the failure recorded (a full disk since freed): until it ends the
+        # run is incomplete, resumable, as the sweep's table should say if it is killed.
+        RunDir(run_dir).final.unlink(missing_ok=True)
     check_fits(cfg, pick_device(cfg))  # a batch that cannot fit stops here, in one line
     run = Run(cfg, run_dir)
     status = FAILED  # for the trackers' close, unless the loop ends
+    interrupt.install()
     try:
         run.resume()
         run.trackers = open_trackers(cfg, run_dir, run.step, run.running, run.train_seconds)
@@ -402,27 +416,38 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         with Progress(*columns, transient=False) as progress, naming_the_batch(cfg, run.device):
             last = run.fit(progress)
         status = FINISHED
-    except (TrainingDiverged, BatchTooLarge) as err:
-        run.write_final(FAILED, error=str(err))
+    except (TrainingDiverged, BatchTooLarge, WriteFailed) as err:
+        with contextlib.suppress(WriteFailed):  # a full disk may refuse even metrics.json; stderr still says it
+            run.write_final(FAILED, error=str(err))
         raise
     finally:
+        interrupt.uninstall()
         run.trackers.close(status)
     return run.write_final(FINISHED, **{k: v for k, v in last.items() if "/" in k})
+
+
+# Errors that are one line for the user, not a bug's traceback.
+EXPECTED = (ConfigError, CheckpointError, TrainingDiverged, BatchTooLarge, WriteFailed, RunLocked)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> dict:
     run_dir = run_dir_of_job()
+    single = HydraConfig.get().mode.name == "RUN"
     try:
+        runlock.acquire(run_dir)  # a single run took it in main(), before Hydra wrote anything
         validate(cfg)
         summary = train(cfg, run_dir)
-    except (ConfigError, CheckpointError, TrainingDiverged, BatchTooLarge) as err:
+    except EXPECTED as err:
         return fail(err, run_dir)
     except Exception as err:
-        if HydraConfig.get().mode.name == "RUN":
+        if single:
             raise  # a bug, not bad input: the traceback is what a developer needs
         log.exception("job crashed")
         return fail(err, run_dir)
+    finally:
+        if not single and runlock.holds(run_dir):
+            runlock.release(run_dir)  # the next job of the sweep may run in this process
     if summary.get("status") == "finished":
         print_summary(summary, run_dir)
     return summary
@@ -430,12 +455,13 @@ def app(cfg: DictConfig) -> dict:
 
 def fail(err: Exception, run_dir: Path) -> dict:
     """Record the failure in metrics.json and say it in one line. A single run exits non-zero;
-    a job of a multirun returns its failure, so the sweep goes on and its end table shows it."""
-    message = f"{type(err).__name__}: {err}" if not isinstance(err, (ConfigError, CheckpointError,
-                                                                     TrainingDiverged, BatchTooLarge)) else str(err)
+    a job of a multirun returns its failure, so the sweep goes on and its end table shows it.
+    A run refused at the lock writes nothing: the directory is another process's."""
+    message = str(err) if isinstance(err, EXPECTED) else f"{type(err).__name__}: {err}"
     run = RunDir(run_dir)
-    if not run.final.exists():
-        run.write_final(FAILED, error=message)
+    if not isinstance(err, RunLocked) and not run.final.exists():
+        with contextlib.suppress(WriteFailed):
+            run.write_final(FAILED, error=message)
     if HydraConfig.get().mode.name == "RUN":
         logging.getLogger("ired.file").error(message)  # the run's train.log; the console gets one line
         print(f"ired-train: error: {message}", file=sys.stderr)
@@ -444,14 +470,45 @@ def fail(err: Exception, run_dir: Path) -> dict:
     return {"status": "failed", "error": message, "run_dir": str(run_dir)}
 
 
+def take_the_run_dir(composed: DictConfig | None) -> None:
+    """A single run locks its directory before Hydra writes .hydra/ and train.log into it, so that a
+    second ired-train there stops without touching a file. A multirun's jobs lock theirs in app()."""
+    if composed is None or (planned := planned_run_dir(composed)) is None:
+        return
+    run_dir, pin = planned
+    runlock.acquire(Path(run_dir))
+    if pin:
+        sys.argv.append(pin)  # Hydra must not compute another directory than the one locked
+
+
 def main() -> None:
-    """Console-script entry: a command line Hydra or the schema would refuse is one line, exit 2."""
+    """Console-script entry: a command line Hydra or the schema would refuse is one line, exit 2;
+    a run directory another ired-train holds is one line, exit 1, before Hydra writes into it;
+    Ctrl-C is one line, exit 130."""
     try:
-        check_command_line(sys.argv[1:])
+        take_the_run_dir(check_command_line(sys.argv[1:]))
     except ConfigError as err:
         print(f"ired-train: error: {err}", file=sys.stderr)
         sys.exit(2)
-    app()
+    except RunLocked as err:
+        print(f"ired-train: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("ired-train: interrupted while starting; nothing was written", file=sys.stderr)
+        sys.exit(130)
+    # A full disk fails train.log's writes too; the logging module would print a traceback for
+    # each. The run stops at its next write of record, in one line, so those are left silent.
+    logging.raiseExceptions = False
+    try:
+        app()
+    except interrupt.Interrupted as err:
+        logging.getLogger("ired.file").warning(str(err))
+        print(f"ired-train: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("ired-train: interrupted; stopped at once; the newest checkpoint is kept; run the same command to "
+              "resume", file=sys.stderr)
+        sys.exit(130)
     # A multirun's failed jobs return their failure (see fail()) so the others go on; the
     # end-of-sweep table (callbacks.py) lists them, and the shell sees them in the exit code.
     if last_unfinished():

@@ -105,3 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     except ReportError as err:
         print(f"ired-report: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except OSError as err:  # a full or read-only disk: the files written before it stay as they were
+        print(f"ired-report: error: could not write {err.filename or 'the report'}: {err.strerror or err}",
+              file=sys.stderr)
+        sys.exit(1)
