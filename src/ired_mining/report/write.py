@@ -48,7 +48,7 @@ def write_report(sweep_dir: Path | str, console=None) -> Path:
     summary.write_text(render_markdown(a, PLOTS | GRID_PLOTS))
     if console is not None:
         print_report(a, console)
-        console.print(f"report: [bold]{summary}[/bold]")
+        console.print(f"report: [bold]{summary}[/bold]", soft_wrap=True)  # a path stays one line to copy
     return summary
 
 
@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: ired-report SWEEP_DIR   (a multirun directory, or one run directory)",
               file=sys.stderr if len(args) != 1 else sys.stdout)
         sys.exit(0 if args and args[0] in ("-h", "--help") else 2)
+    console = Console()
+    if not console.is_terminal:  # piped: rich would assume 80 columns and cut the table's cells
+        console = Console(width=200)
     try:
-        write_report(args[0], console=Console())
+        write_report(args[0], console=console)
     except ReportError as err:
         print(f"ired-report: error: {err}", file=sys.stderr)
         sys.exit(1)
