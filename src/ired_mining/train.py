@@ -417,7 +417,7 @@ def leave_finished(cfg: DictConfig, run_dir: Path, summary: dict) -> dict:
     """A finished run is never touched again. Re-run with the settings that shaped it (a re-launched
     sweep, perhaps on other hardware), it is a note; with others, a refusal naming them."""
     recorded = RunDir(run_dir).recorded_config()
-    there = flat_settings(recorded) if recorded is not None else {}
+    there = flat_settings(recorded) if recorded is not None else flat_settings(cfg)  # no record: nothing to hold
     if shaping := differences(there, flat_settings(cfg), shapes_the_run):
         raise RunDirTaken(f"{run_dir} holds a finished run of other settings ({'; '.join(shaping)}); it is left "
                           f"as it is: use another run directory")
