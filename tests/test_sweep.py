@@ -72,12 +72,14 @@ def test_each_sweep_form_lists_its_jobs_as_hydra_ran_them(tmp_path, form):
     assert_jobs_as_hydra_ran_them(sweep, jobs)
     if form == "own subdir":
         assert [Path(j["dir"]).name for j in jobs] == ["job_0", "job_1"]
-    else:  # named from the overrides, without hardware and presets (conf/config.yaml's exclude_keys)
-        for job, varying in zip(jobs, expected):
-            name = Path(job["dir"]).name.split(",")
-            assert set(varying) <= set(name) and not any(o.startswith(("hardware=", "experiment=")) for o in name)
+    else:  # named by the overrides that tell the jobs apart: none of QUICK's shared settings, no hardware
+        assert [Path(j["dir"]).name for j in jobs] == [",".join(sorted(varying)) for varying in expected]
     assert f"{len(expected)} finished, 0 failed" in re.sub(r"\s+", " ", proc.stdout)
     assert (sweep / "summary.md").is_file()
+    # The sweep ends saying where its report is and what it concluded, each on one line.
+    verdict = read_json(sweep / "summary.json")["verdict"]
+    assert f"report: {sweep / 'summary.md'}" in proc.stdout + proc.stderr
+    assert f"verdict: {verdict['outcome']}: " in proc.stdout + proc.stderr
 
     # A sweep dir without the record (an older ired-train's) is expanded again from multirun.yaml:
     # the same jobs, but for glob, which only the launching Hydra can expand.
@@ -98,6 +100,38 @@ def test_shuffled_sweep_keeps_hydras_job_numbers(tmp_path):
     jobs = read_json(sweep / "jobs.json")
     assert sorted(o for j in jobs for o in j["overrides"] if o.startswith("seed=")) == [f"seed={i}" for i in range(4)]
     assert_jobs_as_hydra_ran_them(sweep, jobs)
+
+
+def test_job_names_are_what_tells_the_jobs_apart():
+    from ired_mining.jobs_record import NAME_LIMIT, job_names
+
+    shared = ["train.steps=500", "eval.size=64", "hardware=cpu"]
+    jobs = [shared + [f"mining={m}", f"seed={s}"] for m in ("none", "random") for s in (0, 1)]
+    assert job_names(jobs, ["hardware"]) == ["mining=none,seed=0", "mining=none,seed=1",
+                                            "mining=random,seed=0", "mining=random,seed=1"]
+    # One job: nothing varies, so its own overrides name it (hardware apart), sorted as Hydra sorts them.
+    assert job_names([shared + ["+grid=c1_k2"]], ["hardware"]) == ["+grid=c1_k2,eval.size=64,train.steps=500"]
+    # Fifteen long overrides: cut, and a hash of the whole keeps two such jobs apart.
+    many = [f"model.option_number_{i}=value_{i}" for i in range(15)]
+    names = job_names([many + ["seed=0"], many + ["seed=1"]], [])
+    assert names == ["seed=0", "seed=1"]
+    one, other = job_names([many + ["seed=0"]], []), job_names([many + ["seed=1"]], [])
+    assert len(one[0]) == NAME_LIMIT == len(other[0]) and one[0][:80] == other[0][:80] and one != other
+    # The same overrides twice (seed=0,0) still get two directories; odd characters become _.
+    assert job_names([["seed=0"], ["seed=0"]], []) == ["seed=0", "seed=0-1"]
+    assert job_names([["eval.splits={mid:0.25}"]], []) == ["eval.splits=_mid_0.25_"]
+
+
+def test_a_job_directory_too_long_to_make_is_one_line_before_anything_is_written(tmp_path):
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("ired-train", "-m", *QUICK, "seed=0,1", f"hydra.sweep.dir={sweep}",
+                   f"hydra.sweep.subdir={'y' * name_max}_${{hydra.job.num}}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ired-train: error: hydra.sweep.subdir: job 0's directory "
+                                                   f"cannot be made: its name {'y' * 60}… is {name_max + 2} bytes")
+    assert not sweep.exists()
 
 
 def test_an_interval_is_refused_in_one_line(tmp_path):

@@ -9,6 +9,7 @@ recorded them (hydra_plugins/ired_sweeper, read through sweep.job_states).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -82,9 +83,14 @@ def write_study_report(sweep_dir: Path) -> None:
         log.info(f"no study report written: ired_mining.report.write_report is not available ({err})")
         return
     try:
-        write_report(sweep_dir)
+        summary = write_report(sweep_dir)
     except Exception as err:
         log.error(f"the study report failed: {type(err).__name__}: {err}; re-run it with: ired-report {sweep_dir}")
+        return
+    # The sweep's last lines: where its answer is and what it says (summary.json's verdict).
+    verdict = json.loads((sweep_dir / "summary.json").read_text()).get("verdict") or {}
+    log.info(f"report: {summary}")
+    log.info(f"verdict: {verdict.get('outcome', '?')}: {str(verdict.get('text', '')).replace('`', '')}")
 
 
 def shield_submitit_requeue() -> None:

@@ -92,9 +92,12 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="train"):
         loader = GlobalHydra.instance().config_loader()
+        if refusal := not_an_option(loader, OverridesParser.create(config_loader=loader).parse_overrides(overrides)):
+            raise ConfigError(refusal)
         if not multirun:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
             check_against_schema(cfg)
+            check_run_dir(cfg)
             return cfg
         master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
         parser = OverridesParser.create(config_loader=loader)
@@ -111,6 +114,35 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
         for job in BasicSweeper.split_arguments(sweep, max_batch_size=None)[0]:
             check_against_schema(loader.load_sweep_config(master, job))
         return None
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """A single run's directory its filesystem cannot make is refused here, in one line; a sweep's job
+    directories are checked by the recording sweeper, which alone knows their names."""
+    from pathlib import Path
+
+    from ired_mining.jobs_record import unmakeable
+
+    try:
+        run_dir = Path(str(cfg.hydra.run.dir))
+    except Exception:  # a resolver that only a running Hydra app has: Hydra makes it, or says why
+        return
+    if why := unmakeable(run_dir):
+        raise ConfigError(f"hydra.run.dir: the run directory cannot be made: {why}; choose a shorter one")
+
+
+def not_an_option(loader, overrides) -> str | None:
+    """Why a group override names no option (`logger=null`: Hydra's own refusal names neither the
+    group nor its options), or None."""
+    for override in overrides:
+        group = override.key_or_group
+        if override.is_sweep_override() or override.is_delete() or not loader.repository.group_exists(group):
+            continue
+        if not isinstance(override.value(), (str, list, dict)):
+            options = loader.get_group_options(group)
+            return f"{group}: {override.input_line.partition('=')[2] or 'nothing'} is not an option; choose one of: " \
+                   f"{', '.join(options)}"
+    return None
 
 
 def not_a_list_of_values(overrides) -> str | None:

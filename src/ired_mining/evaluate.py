@@ -79,20 +79,27 @@ def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], 
     return out
 
 
-def print_summary(summary: dict, run_dir: Path) -> None:
-    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual)."""
+def print_summary(summary: dict, run_dir: Path, changed: list[str] = ()) -> str:
+    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual),
+    titled with the settings `changed` from the run's own (ired-eval's overrides), and the run's path.
+    Returns the same as plain text, for a log file."""
+    import io
+
     from rich.console import Console
     from rich.table import Table
 
     what = "regressor" if summary.get("model") == "regressor" else summary["strategy"]
-    table = Table(title=f"{what} · seed {summary['seed']} · {summary['step']} steps")
+    table = Table(title=" · ".join([what, f"seed {summary['seed']}", f"{summary['step']} steps", *changed]))
     for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
         table.add_column(col, justify="right")
     for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
         table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
     console = Console()
     console.print(table)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{run_dir}[/bold]", soft_wrap=True)  # one line, to copy
+    plain = Console(file=io.StringIO(), width=120, color_system=None)
+    plain.print(table)
+    return plain.file.getvalue() + f"run directory: {run_dir}"
 
 
 # ================================================================ a trained run, under any evaluation setting
@@ -131,7 +138,7 @@ def apply_overrides(cfg, overrides: list[str]):
             raise EvalError(f"{item!r} is not an override; write key=value, e.g. sampler.inner_steps=20")
         new_split = key.startswith("eval.splits.") and key.count(".") == 2
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>" and not new_split:
-            raise EvalError(f"{key} is not a key of this run's config")
+            raise EvalError(not_a_key(cfg, key))
         if not key.startswith(EVAL_PREFIXES):
             raise EvalError(f"{key} cannot change at evaluation (the trained run fixes it); ired-eval "
                             f"accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}")
@@ -148,6 +155,18 @@ def apply_overrides(cfg, overrides: list[str]):
     except ConfigError as err:
         raise EvalError(str(err)) from None
     return cfg
+
+
+def not_a_key(cfg: DictConfig, key: str) -> str:
+    """The one line for an override of a key the run's config lacks: the keys its nearest existing
+    parent does have (as ired-train's refusal lists them), or what ired-eval accepts at all."""
+    parent = key.rpartition(".")[0]
+    while parent and not isinstance(OmegaConf.select(cfg, parent, default=None), DictConfig):
+        parent = parent.rpartition(".")[0]
+    if parent.partition(".")[0] + "." not in EVAL_PREFIXES:
+        return (f"{key}: not a key of this run's config; ired-eval accepts eval.*, sampler.*, hardware.* "
+                f"and {SPLIT_KEY}")
+    return f"{key}: not a key of {parent}; its keys: {', '.join(str(k) for k in OmegaConf.select(cfg, parent))}"
 
 
 def ema_weights(state: dict) -> dict:

@@ -4,7 +4,9 @@ This module is the one owner of that contract. Training writes through it; evalu
 eval/), the sweep's job table, the report and scripts/bench.py (the CPU's name) read through it.
 A run directory holds:
 
-    .hydra/config.yaml, overrides.yaml, hydra.yaml   the composed config (Hydra writes these)
+    .hydra/config.yaml, overrides.yaml, hydra.yaml   the composed config, written by the run itself
+                    once it may go on here (hydra.output_subdir is null), so a refused re-run
+                    leaves the record of the run that is there as it was
     train.log       everything printed, with times
     metrics.jsonl   one line per evaluation, appended; a torn last line (a kill mid-append) is skipped
     metrics.json    the final state, written atomically: finished, or failed with its error line
@@ -18,7 +20,7 @@ Layers of the package, lowest first. A module imports only modules of its own la
 nothing imports upwards (tests/test_layers.py reads this table and checks every import, lazy ones
 included; a new module gets a line here):
 
-    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, memory, preemption, interrupt, runlock, failpoints
+    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, memory, preemption, interrupt, runlock, failpoints, logs
     numerics    diffusion
     strategies  mining
     settings    schema, config, compose, backend
@@ -111,6 +113,23 @@ class RunDir:
     @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
+
+    def write_record(self, config: str, hydra: str, overrides: str) -> None:
+        """.hydra/: the composed config, Hydra's own config and the shell overrides (yaml texts),
+        each written then renamed, so that a reader never sees half a record."""
+        from ired_mining.checkpoint import atomic_write_text
+
+        self.hydra_dir.mkdir(parents=True, exist_ok=True)
+        for path, text in ((self.config_yaml, config), (self.hydra_yaml, hydra), (self.overrides_yaml, overrides)):
+            atomic_write_text(path, text)
+
+    def recorded_config(self):
+        """.hydra/config.yaml as written (an OmegaConf DictConfig, LATER_KEYS filled in), or None if there is none."""
+        from omegaconf import OmegaConf
+
+        if not self.config_yaml.is_file():
+            return None
+        return OmegaConf.create(backfill(OmegaConf.to_container(OmegaConf.load(self.config_yaml))))
 
     def started(self) -> bool:
         """Hydra composed a config here: the job ran, at least until its first line."""

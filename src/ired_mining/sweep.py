@@ -88,17 +88,24 @@ def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+
     # The sweeper's params first, then the command line, as BasicSweeper.sweep orders them.
     args = [f"{k}={v}" for k, v in params.items()] + list(task)
     naming = cfg.hydra.job.config.override_dirname
     parser = OverridesParser.create()
     try:
         batches = BasicSweeper.split_arguments(parser.parse_overrides(args), max_batch_size=None)
+        # ired-train's sweeper names jobs itself where the subdir is config.yaml's default.
+        own_names = ("ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+                     and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR)
+        names = job_names(batches[0], list(naming.exclude_keys)) if own_names else None
         jobs = []
         for num, overrides in enumerate(batches[0]):
             dirname = get_overrides_dirname(parser.parse_overrides(overrides), list(naming.exclude_keys),
                                             naming.item_sep, naming.kv_sep)
-            jobs.append(Job(num, tuple(overrides), sweep_dir / _subdir(cfg, dirname, num)))
+            subdir = names[num] if names else _subdir(cfg, dirname, num)
+            jobs.append(Job(num, tuple(overrides), sweep_dir / subdir))
     except HydraException as err:
         raise SweepError(f"cannot expand the sweep of {sweep_dir / 'multirun.yaml'}: {err}") from err
     return jobs

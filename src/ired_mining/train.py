@@ -42,7 +42,7 @@ from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model, is_regressor
-from ired_mining.rundir import FAILED, FINISHED, LATER_KEYS, Environment, RunDir
+from ired_mining.rundir import FAILED, FINISHED, LATER_KEYS, Environment, RunDir, backfill
 from ired_mining.runlock import RunLocked
 from ired_mining.trackers import Trackers, open_trackers
 
@@ -51,6 +51,11 @@ log = logging.getLogger("ired")
 
 class TrainingDiverged(RuntimeError):
     """The loss or gradient became non-finite; the message names the step."""
+
+
+class RunDirTaken(ValueError):
+    """The run directory holds a run of other settings; the message names the settings that differ.
+    Nothing of that run is written: not its metrics.json, not its .hydra/ record."""
 
 
 # ================================================================ building blocks
@@ -77,11 +82,14 @@ def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
     return avg
 
 
+SHAPING_GROUPS = ("model", "diffusion", "dataset", "mining", "optim", "ema")
+SHAPING_KEYS = ("seed", "train.batch_size", "train.grad_clip")
+
+
 def compat_fingerprint(cfg: DictConfig) -> str:
     """What a checkpoint must agree with to be resumed: everything that shapes the run's
     trajectory (not its length, logging, evaluation or hardware)."""
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
-             for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")}
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in SHAPING_GROUPS}
     for key, value in LATER_KEYS.items():  # at the value older runs used: as if absent, so they resume
         group, name = key.split(".")
         if group in parts and parts[group].get(name) == value:
@@ -100,6 +108,38 @@ def learning_rate(cfg: DictConfig, step: int) -> float:
     if o.schedule == "constant":
         return o.lr
     return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * step / cfg.train.steps))
+
+
+def flat_settings(cfg: DictConfig) -> dict[str, object]:
+    """The run's settings as dotted keys (lists kept whole), without where it runs and who watches it
+    (hardware, logger): those may change between attempts of one run."""
+    flat: dict[str, object] = {}
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}")
+        else:
+            flat[key] = value
+
+    for key in cfg:
+        if key not in ("hardware", "logger", "hydra"):
+            node = cfg._get_node(key)
+            walk(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else cfg[key], str(key))
+    return flat
+
+
+def shapes_the_run(key: str) -> bool:
+    """A setting a checkpoint's fingerprint covers (compat_fingerprint): another value is another run."""
+    return key in SHAPING_KEYS or key.split(".")[0] in SHAPING_GROUPS
+
+
+def differences(there: dict, here: dict, which=lambda key: True, most: int = 4) -> list[str]:
+    """`key: VALUE here, VALUE there` for each setting (of those `which` picks) that differs."""
+    keys = sorted((k for k in set(there) | set(here) if which(k) and there.get(k, "—") != here.get(k, "—")),
+                  key=lambda k: (not k.endswith(".name"), k))  # a strategy's name says more than its options
+    lines = [f"{k} is {here.get(k, 'absent')} here, {there.get(k, 'absent')} there" for k in keys[:most]]
+    return lines + ([f"{len(keys) - most} more"] if len(keys) > most else [])
 
 
 @dataclass
@@ -267,9 +307,13 @@ class Run:
             self.rundir.truncate_metrics(0)  # lines of an attempt whose checkpoints are all gone
             return False
         if state["fingerprint"] != self.fingerprint:
-            raise CheckpointError(
-                f"{self.ckpt_dir} holds a checkpoint of a different configuration (model, data, mining, "
-                f"optimiser or seed changed); use another run directory")
+            there = flat_settings(OmegaConf.create(backfill(OmegaConf.to_container(OmegaConf.create(state["config"])))))
+            scheduled = self.cfg.optim.schedule != "constant"  # then the length shapes the run too
+            which = lambda key: shapes_the_run(key) or (scheduled and key == "train.steps")  # noqa: E731
+            raise RunDirTaken(
+                f"{self.dir} holds a checkpoint of other settings "
+                f"({'; '.join(differences(there, flat_settings(self.cfg), which))}); resuming it "
+                f"would mix two runs: use another run directory, or that run's settings to resume it")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -393,8 +437,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     previous = RunDir(run_dir).final_state()
     if previous is not None and previous.finished:
         if previous.summary.get("step", 0) >= cfg.train.steps:
-            log.info(f"{run_dir} already holds a finished run; leaving it as it is")
-            return previous.summary
+            return leave_finished(cfg, run_dir, previous.summary)
         # A longer train.steps than the finished run had: go on from its final checkpoint. Its metrics
         # lines are kept and the new ones appended; metrics.json is rewritten when the longer run ends.
         log.info(f"continuing the finished run in {run_dir} from step {previous.summary['step']} "
@@ -409,7 +452,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     status = FAILED  # for the trackers' close, unless the loop ends
     interrupt.install()
     try:
-        run.resume()
+        run.resume()  # refuses a checkpoint of other settings before anything is written
+        write_record(cfg, run_dir)
         run.trackers = open_trackers(cfg, run_dir, run.step, run.running, run.train_seconds)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
@@ -427,7 +471,30 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 # Errors that are one line for the user, not a bug's traceback.
-EXPECTED = (ConfigError, CheckpointError, TrainingDiverged, BatchTooLarge, WriteFailed, RunLocked)
+EXPECTED = (ConfigError, CheckpointError, TrainingDiverged, BatchTooLarge, WriteFailed, RunLocked, RunDirTaken)
+
+
+def leave_finished(cfg: DictConfig, run_dir: Path, summary: dict) -> dict:
+    """A finished run is never touched again. Re-run with the settings that shaped it (a re-launched
+    sweep, perhaps on other hardware), it is a note; with others, a refusal naming them."""
+    recorded = RunDir(run_dir).recorded_config()
+    there = flat_settings(recorded) if recorded is not None else flat_settings(cfg)  # no record: nothing to hold
+    if shaping := differences(there, flat_settings(cfg), shapes_the_run):
+        raise RunDirTaken(f"{run_dir} holds a finished run of other settings ({'; '.join(shaping)}); it is left "
+                          f"as it is: use another run directory")
+    others = differences(there, flat_settings(cfg))
+    log.info(f"{run_dir} already holds a finished run; leaving it as it is"
+             + (f" (it differs only in what does not shape a run: {'; '.join(others)})" if others else ""))
+    return summary
+
+
+def write_record(cfg: DictConfig, run_dir: Path) -> None:
+    """.hydra/ as Hydra would have written it before the job (hydra.output_subdir is null, so that a
+    refused re-run cannot rewrite the record of the run that is there)."""
+    hydra_cfg = HydraConfig.get()
+    RunDir(run_dir).write_record(config=OmegaConf.to_yaml(cfg),
+                                 hydra=OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+                                 overrides=OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -439,33 +506,38 @@ def app(cfg: DictConfig) -> dict:
         validate(cfg)
         summary = train(cfg, run_dir)
     except EXPECTED as err:
-        return fail(err, run_dir)
+        return fail(err, run_dir, cfg)
     except Exception as err:
         if single:
             raise  # a bug, not bad input: the traceback is what a developer needs
         log.exception("job crashed")
-        return fail(err, run_dir)
+        return fail(err, run_dir, cfg)
     finally:
         if not single and runlock.holds(run_dir):
             runlock.release(run_dir)  # the next job of the sweep may run in this process
     if summary.get("status") == "finished":
-        print_summary(summary, run_dir)
+        # train.log too: the console's final table and path are the run's answer, kept with its log.
+        logging.getLogger("ired.file").info("final metrics\n" + print_summary(summary, run_dir))
     return summary
 
 
-def fail(err: Exception, run_dir: Path) -> dict:
+def fail(err: Exception, run_dir: Path, cfg: DictConfig) -> dict:
     """Record the failure in metrics.json and say it in one line. A single run exits non-zero;
     a job of a multirun returns its failure, so the sweep goes on and its end table shows it.
-    A run refused at the lock writes nothing: the directory is another process's."""
+    A run refused at the lock or at a finished run of other settings writes nothing: the directory is
+    another process's, or another run's."""
     message = str(err) if isinstance(err, EXPECTED) else f"{type(err).__name__}: {err}"
     run = RunDir(run_dir)
-    if not isinstance(err, RunLocked) and not run.final.exists():
+    if not isinstance(err, (RunLocked, RunDirTaken)):
         with contextlib.suppress(WriteFailed):
-            run.write_final(FAILED, error=message)
+            if not run.started():  # a job that fails before training is still listed with its settings
+                write_record(cfg, run_dir)
+            if not run.final.exists():
+                run.write_final(FAILED, error=message)
     if HydraConfig.get().mode.name == "RUN":
         logging.getLogger("ired.file").error(message)  # the run's train.log; the console gets one line
         print(f"ired-train: error: {message}", file=sys.stderr)
-        sys.exit(2 if isinstance(err, ConfigError) else 1)
+        sys.exit(2 if isinstance(err, (ConfigError, RunDirTaken)) else 1)
     log.error(f"job failed: {message}")
     return {"status": "failed", "error": message, "run_dir": str(run_dir)}
 

@@ -57,8 +57,39 @@ class RecordingSweeper(BasicSweeper):
             max_batch_size = None
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
         jobs = [list(job) for batch in batches for job in batch]
-        self._record(jobs)
-        return batches
+        named = self._named(jobs)
+        subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(named)]
+        self._refuse_unmakeable(subdirs)
+        self._record(jobs, subdirs)
+        it = iter(named)  # the same jobs, each with its directory name, in the launchers' batches
+        return [[next(it) for _ in batch] for batch in batches]
+
+    def _named(self, jobs: List[List[str]]) -> List[List[str]]:
+        """Each job with `hydra.sweep.subdir='NAME'` added, NAME its short default name
+        (jobs_record.job_names), where the sweep keeps config.yaml's default subdir; a subdir the user
+        set is left to resolve as they wrote it."""
+        from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+
+        assert self.config is not None
+        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != DEFAULT_SUBDIR:
+            return jobs
+        exclude = list(self.config.hydra.job.config.override_dirname.exclude_keys)
+        # Quoted, so that Hydra reads the name as one string; job_names leaves no quote, $ or \ in it.
+        return [job + [f"hydra.sweep.subdir='{name}'"] for job, name in zip(jobs, job_names(jobs, exclude))]
+
+    def _refuse_unmakeable(self, subdirs: List[str]) -> None:
+        """A job directory its filesystem cannot make (a name over 255 bytes) stops the sweep here, in
+        one line, before anything is written or launched, rather than as an OSError in the launcher."""
+        from ired_mining.jobs_record import unmakeable
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        for num, subdir in enumerate(subdirs):
+            if why := unmakeable(sweep_dir / subdir):
+                print(f"ired-train: error: hydra.sweep.subdir: job {num}'s directory cannot be made: {why}; "
+                      f"name the jobs shorter (e.g. hydra.sweep.subdir='job_${{hydra.job.num}}') or give "
+                      f"a shorter hydra.sweep.dir", file=sys.stderr)
+                raise SystemExit(2)
 
     def _refuse_while_queued(self) -> None:
         """A sweep dir whose SLURM jobs (recorded by the launcher, ired_mining.slurm_queue) are still
@@ -86,12 +117,11 @@ class RecordingSweeper(BasicSweeper):
         # record and multirun.yaml as they were.
         pass
 
-    def _record(self, jobs: List[List[str]]) -> None:
+    def _record(self, jobs: List[List[str]], subdirs: List[str]) -> None:
         from ired_mining.jobs_record import write_record
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(jobs)]
         # The definition as multirun.yaml (this same config, saved next) will hold it, unresolved.
         task = OmegaConf.to_container(self.config.hydra.overrides.task, resolve=False)
         params = OmegaConf.to_container(self.config.hydra.sweeper.params or OmegaConf.create({}), resolve=False)

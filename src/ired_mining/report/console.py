@@ -17,7 +17,11 @@ def print_report(a: Analysis, console) -> None:
     else:
         title = (f"final test MSE · {a.n_runs.finished} of {a.n_runs.total} runs finished · "
                  f"change vs {a.baseline} in % [95 % CI]")
-        console.print(to_rich(main_table(a, with_timing=False), title))
+        table = to_rich(main_table(a, with_timing=False), title)
+        console.print(table)
+        if (needed := console.measure(table).maximum) > console.width:  # rich cuts no_wrap cells to fit
+            console.print(f"[yellow]this table needs {needed} columns and has {console.width}: cells are cut; "
+                          "the full table is in summary.md[/]")
     if a.final.timing:
         parts = []
         for n in a.strategies:

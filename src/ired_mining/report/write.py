@@ -55,7 +55,7 @@ def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = 
     summary.write_text(render_markdown(a, PLOTS | GRID_PLOTS))
     if console is not None:
         print_report(a, console)
-        console.print(f"report: [bold]{summary}[/bold]")
+        console.print(f"report: [bold]{summary}[/bold]", soft_wrap=True)  # a path stays one line to copy
     return summary
 
 
@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"the strategy the verdict judges against {BASELINE} (default: adversarial, or the "
                              f"sweep's one other strategy); other baselines: a plan")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    if not console.is_terminal:  # piped: rich would assume 80 columns and cut the table's cells
+        console = Console(width=200)
     try:
-        write_report(args.sweep_dir, console=Console(), plan=args.plan, candidate=args.candidate)
+        write_report(args.sweep_dir, console=console, plan=args.plan, candidate=args.candidate)
     except ReportError as err:
         print(f"ired-report: error: {err}", file=sys.stderr)
         sys.exit(1)
