@@ -10,6 +10,11 @@ put: `bind(x, cond)` computes once what does not depend on y and returns a `Boun
 function y ↦ E(x, y, t). Its gradient in y is written out layer by layer rather than taken with
 autograd, so mining and sampling build no graph at all, and training differentiates it once
 instead of running autograd's double backward.
+
+Precision (`hardware.precision`, the keys of `PRECISIONS`): with `bf16-mixed` every matmul of the
+bound energy runs in bfloat16 (and with it the elementwise work between them), while the weights,
+their gradients, the time conditioning, and what callers receive (energies and gradients in y) stay
+in the parameters' float32. The casts are made once per `bind`, not per op.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class EnergyMLP(nn.Module):
         self.fc4 = nn.Linear(hidden, d)
         self.film2 = nn.Linear(time_dim, 2 * hidden)
         self.film3 = nn.Linear(time_dim, 2 * hidden)
+        # The dtype the bound energy's matmuls run in; None: the parameters' own (PRECISIONS).
+        self.compute_dtype: torch.dtype | None = None
 
     def conditioning(self, t: torch.Tensor) -> torch.Tensor:
         """Per-level affine maps of the two FiLM layers, (len(t), 4 * hidden), rows (s2, c2, s3, c3):
@@ -84,8 +91,14 @@ class EnergyMLP(nn.Module):
         return self._bound(x, [F.embedding(t, part) for part in table.chunk(4, dim=-1)])
 
     def _bound(self, x: torch.Tensor, maps: Sequence[torch.Tensor]) -> BoundEnergy:
+        # Each weight cast once here serves every pass of the step (mining's and both loss terms');
+        # autocast would cast again at every matmul, since its cache skips views such as W.t().
+        # In the parameters' own dtype `.to` returns the tensor itself: no op, no graph node.
+        dtype = self.compute_dtype or self.fc1.weight.dtype
+        cast = lambda v: v.to(dtype)  # noqa: E731
         w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
-        return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, *maps)
+        return BoundEnergy(self, F.linear(cast(x), cast(w1x), cast(self.fc1.bias)), cast(w1y), *map(cast, maps),
+                           *map(cast, (self.fc2.weight, self.fc3.weight, self.fc4.weight, self.fc4.bias)))
 
     def energy(self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Energy per sample, (batch,), given the conditioning rows of each sample's level."""
@@ -162,59 +175,81 @@ class BoundEnergy:
     shift2: torch.Tensor
     scale3: torch.Tensor
     shift3: torch.Tensor
+    w2: torch.Tensor  # the other weights, in the dtype the matmuls run in
+    w3: torch.Tensor
+    w4: torch.Tensor
+    b4: torch.Tensor
 
     def at(self, cond: torch.Tensor) -> BoundEnergy:
         """The same problems at other levels."""
-        return BoundEnergy(self.model, self.x_proj, self.w1y, *cond.chunk(4, dim=-1))
+        maps = (v.to(self.w1y.dtype) for v in cond.chunk(4, dim=-1))
+        return BoundEnergy(self.model, self.x_proj, self.w1y, *maps, self.w2, self.w3, self.w4, self.b4)
 
     def detached(self) -> BoundEnergy:
-        """The same function with its x projection, W1_y and FiLM maps cut from the graph that made
-        them (mining reuses training's). The other weights are read from the model as they are:
-        evaluate it without gradients to build no graph at all."""
-        parts = (self.x_proj, self.w1y, self.scale2, self.shift2, self.scale3, self.shift3)
+        """The same function with every tensor it holds cut from the graph that made it (mining
+        reuses training's): evaluated without gradients, it builds no graph at all."""
+        parts = (self.x_proj, self.w1y, self.scale2, self.shift2, self.scale3, self.shift3,
+                 self.w2, self.w3, self.w4, self.b4)
         return BoundEnergy(self.model, *(v.detach() for v in parts))
 
     def _forward(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """W4 h3 + b4 and the three pre-activations the y-gradient needs."""
-        m = self.model
-        a1 = torch.addmm(self.x_proj, y, self.w1y.t())
-        a2 = _Film.apply(F.silu(a1) @ m.fc2.weight.t(), self.scale2, self.shift2)
-        a3 = _Film.apply(F.silu(a2) @ m.fc3.weight.t(), self.scale3, self.shift3)
-        return m.fc4(F.silu(a3)), (a1, a2, a3)
+        """W4 h3 + b4 and the three pre-activations the y-gradient needs, in the compute dtype."""
+        a1 = torch.addmm(self.x_proj, y.to(self.w1y.dtype), self.w1y.t())
+        a2 = _Film.apply(F.silu(a1) @ self.w2.t(), self.scale2, self.shift2)
+        a3 = _Film.apply(F.silu(a2) @ self.w3.t(), self.scale3, self.shift3)
+        return F.linear(F.silu(a3), self.w4, self.b4), (a1, a2, a3)
+
+    @staticmethod
+    def _energy(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # Squared and summed in the caller's dtype: in bf16 the sum of n² squares would keep only
+        # ~3 digits, too few for the accept test's comparison of two nearby energies.
+        return out.to(dtype).square().sum(dim=-1)
 
     def energy(self, y: torch.Tensor) -> torch.Tensor:
-        """E per sample, (batch,)."""
+        """E per sample, (batch,), in y's dtype."""
         out, _ = self._forward(y)
-        return out.square().sum(dim=-1)
+        return self._energy(out, y.dtype)
 
     def energy_and_grad(self, y: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """E and ∇_y E. Without create_graph no graph is built, whatever the weights' flags; with it,
-        both are differentiable (in the weights, and in y where y requires grad)."""
+        """E and ∇_y E, in y's dtype. Without create_graph no graph is built, whatever the weights'
+        flags; with it, both are differentiable (in the weights, and in y where y requires grad)."""
         with torch.set_grad_enabled(create_graph):
             out, pre = self._forward(y)
-            return out.square().sum(dim=-1), self._grad(out, pre)
+            return self._energy(out, y.dtype), self._grad(out, pre).to(y.dtype)
 
     def grad(self, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """∇_y E alone (the denoiser's output), as `energy_and_grad` gives it."""
         with torch.set_grad_enabled(create_graph):
-            return self._grad(*self._forward(y))
+            return self._grad(*self._forward(y)).to(y.dtype)
 
     def _grad(self, out: torch.Tensor, pre: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Back from E = ‖out‖² to y, layer by layer: ∂E/∂h3 = 2 outᵀ W4, and so on."""
-        m, (a1, a2, a3) = self.model, pre
-        d = _SiluGrad.apply((2 * out) @ m.fc4.weight, a3) * self.scale3
-        d = _SiluGrad.apply(d @ m.fc3.weight, a2) * self.scale2
-        d = _SiluGrad.apply(d @ m.fc2.weight, a1)
+        a1, a2, a3 = pre
+        d = _SiluGrad.apply((2 * out) @ self.w4, a3) * self.scale3
+        d = _SiluGrad.apply(d @ self.w3, a2) * self.scale2
+        d = _SiluGrad.apply(d @ self.w2, a1)
         return d @ self.w1y
 
 
 MODELS = {"mlp": EnergyMLP}
 
+# hardware.precision → the dtype the bound energy's matmuls run in (None: the parameters' own).
+# Named as Lightning names them; the single list of valid values.
+PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16}
+
+
+def precision_of(cfg) -> str:
+    """hardware.precision; a config from before the key existed ran in 32."""
+    return str(cfg.hardware.get("precision", "32")) if "hardware" in cfg else "32"
+
 
 def build_model(cfg) -> EnergyMLP:
-    """The model a composed config's `model` and `dataset` groups describe (on the CPU)."""
+    """The model a composed config's `model` and `dataset` groups describe (on the CPU), computing
+    in the precision `hardware.precision` names."""
     m = cfg.model
     if m.name not in MODELS:
         raise ValueError(f"model.name={m.name!r} is unknown; choose one of: {', '.join(MODELS)}")
-    return MODELS[m.name](cfg.dataset.n, hidden=m.hidden, time_dim=m.time_dim)
+    model = MODELS[m.name](cfg.dataset.n, hidden=m.hidden, time_dim=m.time_dim)
+    model.compute_dtype = PRECISIONS[precision_of(cfg)]
+    return model
 

@@ -39,7 +39,7 @@ from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
-from ired_mining.model import BoundEnergy, build_model
+from ired_mining.model import BoundEnergy, build_model, precision_of
 from ired_mining.rundir import FAILED, FINISHED, Environment, RunDir
 from ired_mining.trackers import Trackers, open_trackers
 
@@ -76,10 +76,12 @@ def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
 
 def compat_fingerprint(cfg: DictConfig) -> str:
     """What a checkpoint must agree with to be resumed: everything that shapes the run's
-    trajectory (not its length, logging, evaluation or hardware)."""
+    trajectory (not its length, logging, evaluation or hardware, but its precision)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
              for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")}
     parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
+    if (precision := precision_of(cfg)) != "32":  # only then: fp32 runs keep the fingerprints they had
+        parts["precision"] = precision
     return fingerprint(parts)
 
 
@@ -233,7 +235,7 @@ class Run:
         if state["fingerprint"] != self.fingerprint:
             raise CheckpointError(
                 f"{self.ckpt_dir} holds a checkpoint of a different configuration (model, data, mining, "
-                f"optimiser or seed changed); use another run directory")
+                f"optimiser, seed or hardware.precision changed); use another run directory")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
