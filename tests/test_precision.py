@@ -119,11 +119,12 @@ def test_bf16_run_trains_and_ired_eval_reproduces_it(tmp_path):
     run_cli("ired-eval", str(run), cwd=tmp_path, check=True)
     again = read_json(run / "eval" / "default.json")["metrics"]
     assert all(again[k] == final[k] for k in again if k.endswith("/mse"))
-    # and in fp32 on request: close, not equal
+    # and in fp32 on request: the same matrices, the sampler's answers rounded otherwise. (How far
+    # apart the two MSEs are says nothing after 20 steps: an untrained sampler amplifies rounding.)
     run_cli("ired-eval", str(run), "hardware.precision=32", cwd=tmp_path, check=True)
     fp32 = read_json(run / "eval" / "hardware.precision=32.json")["metrics"]
-    assert fp32["in_dist/mse"] != final["in_dist/mse"]
-    assert fp32["in_dist/mse"] == pytest.approx(final["in_dist/mse"], rel=0.1)
+    assert fp32["in_dist/zero_mse"] == final["in_dist/zero_mse"] and fp32["in_dist/exact_mse"] == final["in_dist/exact_mse"]
+    assert fp32["in_dist/mse"] != final["in_dist/mse"] and 0 < fp32["in_dist/mse"] < 1e3
 
 
 @pytest.mark.parametrize("value", ["16", "bf16", "fp32"])
