@@ -30,4 +30,4 @@ a = torch.randn(2048, 2048); b = torch.randn(2048, 2048)
 med = measure({"32": lambda: a @ b, "bf16-mixed": (lambda a=a.bfloat16(), b=b.bfloat16(): a @ b)}, 5)
 out["matmul 2048"] = med
 print("matmul 2048", {p: f"{2*2048**3/v/1e9:.0f} GFLOP/s" for p, v in med.items()}, f"ratio {med['32']/med['bf16-mixed']:.2f}", flush=True)
-json.dump(out, open(""precision_cputime.json"", "w"), indent=1)
+json.dump(out, open("precision_cputime.json", "w"), indent=1)
