@@ -12,7 +12,7 @@ from importlib.resources import files
 from omegaconf import DictConfig
 
 from ired_mining.mining import STRATEGIES
-from ired_mining.model import MODELS
+from ired_mining.model import MODELS, PRECISIONS
 from ired_mining.schema import strategy_options
 
 
@@ -104,5 +104,7 @@ def validate(cfg: DictConfig) -> None:
         _require(0 < value <= 1, key, value, "a number in (0, 1] (1 = no backtracking)")
     _require(cfg.hardware.device in ("auto", "cpu", "cuda"), "hardware.device", cfg.hardware.device,
              "auto, cpu or cuda")
+    _require(cfg.hardware.precision in PRECISIONS, "hardware.precision", cfg.hardware.precision,
+             " or ".join(PRECISIONS))
     _require(len(cfg.eval.splits) >= 1 and all(lam > 0 for lam in cfg.eval.splits.values()),
              "eval.splits", dict(cfg.eval.splits), "at least one split, each λ > 0")

@@ -10,6 +10,11 @@ put: `bind(x, cond)` computes once what does not depend on y and returns a `Boun
 function y ↦ E(x, y, t). Its gradient in y is written out layer by layer rather than taken with
 autograd, so mining and sampling build no graph at all, and training differentiates it once
 instead of running autograd's double backward.
+
+Precision (`hardware.precision`, the keys of `PRECISIONS`): with `bf16-mixed` every matmul of the
+bound energy runs in bfloat16 (and with it the elementwise work between them), while the weights,
+their gradients, the time conditioning, and what callers receive (energies and gradients in y) stay
+in the parameters' float32. The casts are made once per `bind`, not per op.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class EnergyMLP(nn.Module):
         # Hidden layers past the spec's three, created last so the spec's draws come first.
         self.fc_more = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 3))
         self.film_more = nn.ModuleList(nn.Linear(time_dim, 2 * hidden) for _ in range(depth - 3))
+        # The dtype the bound energy's matmuls run in; None: the parameters' own (PRECISIONS).
+        self.compute_dtype: torch.dtype | None = None
 
     @property
     def film_layers(self) -> list[tuple[nn.Linear, nn.Linear]]:
@@ -107,8 +114,15 @@ class EnergyMLP(nn.Module):
         return self._bound(x, [F.embedding(t, part) for part in table.chunk(self.map_count, dim=-1)])
 
     def _bound(self, x: torch.Tensor, maps: Sequence[torch.Tensor]) -> BoundEnergy:
+        # Each weight cast once here serves every pass of the step (mining's and both loss terms');
+        # autocast would cast again at every matmul, since its cache skips views such as W.t().
+        # In the parameters' own dtype `.to` returns the tensor itself: no op, no graph node.
+        dtype = self.compute_dtype or self.fc1.weight.dtype
+        cast = lambda v: v.to(dtype)  # noqa: E731
         w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
-        return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, tuple(maps))
+        return BoundEnergy(self, F.linear(cast(x), cast(w1x), cast(self.fc1.bias)), cast(w1y), tuple(map(cast, maps)),
+                           tuple(cast(fc.weight) for fc, _ in self.film_layers), cast(self.fc4.weight),
+                           cast(self.fc4.bias))
 
     def energy(self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Energy per sample, (batch,), given the conditioning rows of each sample's level."""
@@ -182,49 +196,58 @@ class BoundEnergy:
     x_proj: torch.Tensor  # W1_x x + b1, (batch, hidden)
     w1y: torch.Tensor  # W1's y columns, (hidden, n²)
     maps: tuple[torch.Tensor, ...]  # the rows of `EnergyMLP.conditioning`, split: (s2, c2, s3, c3, …)
+    weights: tuple[torch.Tensor, ...]  # the FiLM layers' weights, in the dtype the matmuls run in
+    w4: torch.Tensor
+    b4: torch.Tensor
 
     def at(self, cond: torch.Tensor) -> BoundEnergy:
         """The same problems at other levels."""
-        return BoundEnergy(self.model, self.x_proj, self.w1y, tuple(cond.chunk(self.model.map_count, dim=-1)))
+        maps = tuple(v.to(self.w1y.dtype) for v in cond.chunk(self.model.map_count, dim=-1))
+        return BoundEnergy(self.model, self.x_proj, self.w1y, maps, self.weights, self.w4, self.b4)
 
     def detached(self) -> BoundEnergy:
-        """The same function with its x projection, W1_y and FiLM maps cut from the graph that made
-        them (mining reuses training's). The other weights are read from the model as they are:
-        evaluate it without gradients to build no graph at all."""
-        return BoundEnergy(self.model, self.x_proj.detach(), self.w1y.detach(), tuple(v.detach() for v in self.maps))
+        """The same function with every tensor it holds cut from the graph that made it (mining
+        reuses training's): evaluated without gradients, it builds no graph at all."""
+        return BoundEnergy(self.model, self.x_proj.detach(), self.w1y.detach(), tuple(v.detach() for v in self.maps),
+                           tuple(w.detach() for w in self.weights), self.w4.detach(), self.b4.detach())
 
     def _forward(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """W4 h + b4 and the pre-activations the y-gradient needs."""
-        a = torch.addmm(self.x_proj, y, self.w1y.t())
+        """W4 h + b4 and the pre-activations the y-gradient needs, in the compute dtype."""
+        a = torch.addmm(self.x_proj, y.to(self.w1y.dtype), self.w1y.t())
         pre = [a]
-        for (fc, _), scale, shift in zip(self.model.film_layers, self.maps[0::2], self.maps[1::2]):
-            a = _Film.apply(F.silu(a) @ fc.weight.t(), scale, shift)
+        for w, scale, shift in zip(self.weights, self.maps[0::2], self.maps[1::2]):
+            a = _Film.apply(F.silu(a) @ w.t(), scale, shift)
             pre.append(a)
-        return self.model.fc4(F.silu(a)), tuple(pre)
+        return F.linear(F.silu(a), self.w4, self.b4), tuple(pre)
+
+    @staticmethod
+    def _energy(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # Squared and summed in the caller's dtype: in bf16 the sum of n² squares would keep only
+        # ~3 digits, too few for the accept test's comparison of two nearby energies.
+        return out.to(dtype).square().sum(dim=-1)
 
     def energy(self, y: torch.Tensor) -> torch.Tensor:
-        """E per sample, (batch,)."""
+        """E per sample, (batch,), in y's dtype."""
         out, _ = self._forward(y)
-        return out.square().sum(dim=-1)
+        return self._energy(out, y.dtype)
 
     def energy_and_grad(self, y: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """E and ∇_y E. Without create_graph no graph is built, whatever the weights' flags; with it,
-        both are differentiable (in the weights, and in y where y requires grad)."""
+        """E and ∇_y E, in y's dtype. Without create_graph no graph is built, whatever the weights'
+        flags; with it, both are differentiable (in the weights, and in y where y requires grad)."""
         with torch.set_grad_enabled(create_graph):
             out, pre = self._forward(y)
-            return out.square().sum(dim=-1), self._grad(out, pre)
+            return self._energy(out, y.dtype), self._grad(out, pre).to(y.dtype)
 
     def grad(self, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """∇_y E alone (the denoiser's output), as `energy_and_grad` gives it."""
         with torch.set_grad_enabled(create_graph):
-            return self._grad(*self._forward(y))
+            return self._grad(*self._forward(y)).to(y.dtype)
 
     def _grad(self, out: torch.Tensor, pre: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Back from E = ‖out‖² to y, layer by layer: ∂E/∂h_last = 2 outᵀ W4, and so on."""
-        m = self.model
-        d = 2 * out @ m.fc4.weight
-        for (fc, _), a, scale in zip(reversed(m.film_layers), reversed(pre[1:]), reversed(self.maps[0::2])):
-            d = _SiluGrad.apply(d, a) * scale @ fc.weight
+        d = 2 * out @ self.w4
+        for w, a, scale in zip(reversed(self.weights), reversed(pre[1:]), reversed(self.maps[0::2])):
+            d = _SiluGrad.apply(d, a) * scale @ w
         d = _SiluGrad.apply(d, pre[0])
         return d @ self.w1y
 
@@ -257,13 +280,25 @@ def regressor(n: int, m) -> Regressor:
 
 MODELS = {"mlp": energy_mlp, "regressor": regressor}  # model.name → factory; the list of valid names
 
+# hardware.precision → the dtype the bound energy's matmuls run in (None: the parameters' own).
+# Named as Lightning names them; the single list of valid values.
+PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16}
+
+
+def precision_of(cfg) -> str:
+    """hardware.precision; a config from before the key existed ran in 32."""
+    return str(cfg.hardware.get("precision", "32")) if "hardware" in cfg else "32"
+
 
 def build_model(cfg) -> EnergyMLP | Regressor:
     """The model a composed config's `model` and `dataset` groups describe (on the CPU)."""
     m = cfg.model
     if m.name not in MODELS:
         raise ValueError(f"model.name={m.name!r} is unknown; choose one of: {', '.join(MODELS)}")
-    return MODELS[m.name](cfg.dataset.n, m)
+    model = MODELS[m.name](cfg.dataset.n, m)
+    if isinstance(model, EnergyMLP):  # the regressor computes in its parameters' dtype
+        model.compute_dtype = PRECISIONS[precision_of(cfg)]
+    return model
 
 
 def is_regressor(model: nn.Module) -> bool:

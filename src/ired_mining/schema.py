@@ -70,6 +70,7 @@ class HardwareConfig:
     compile: bool = MISSING
     cuda_graph: bool = MISSING
     cuda_graph_data: bool = MISSING
+    precision: str = "32"  # a default, so that configs saved before the key existed still load
     timeout_min: Optional[int] = None
     mem_gb: Optional[int] = None
     gpus_per_node: Optional[int] = None

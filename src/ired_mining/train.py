@@ -41,7 +41,7 @@ from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
 from ired_mining.memory import BatchTooLarge, check_fits, naming_the_batch
 from ired_mining.mining import MiningBatch, build_strategy, energy_loss
-from ired_mining.model import BoundEnergy, build_model, is_regressor
+from ired_mining.model import BoundEnergy, build_model, is_regressor, precision_of
 from ired_mining.rundir import FAILED, FINISHED, LATER_KEYS, Environment, RunDir, backfill
 from ired_mining.runlock import RunLocked
 from ired_mining.trackers import Trackers, open_trackers
@@ -97,6 +97,12 @@ def compat_fingerprint(cfg: DictConfig) -> str:
     parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
     if cfg.optim.schedule != "constant":  # a schedule over train.steps: the length shapes the trajectory
         parts["steps"] = cfg.train.steps
+    trajectory (not its length, logging, evaluation or hardware, but its precision)."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
+             for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")}
+    parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
+    if (precision := precision_of(cfg)) != "32":  # only then: fp32 runs keep the fingerprints they had
+        parts["precision"] = precision
     return fingerprint(parts)
 
 
@@ -314,6 +320,9 @@ class Run:
                 f"{self.dir} holds a checkpoint of other settings "
                 f"({'; '.join(differences(there, flat_settings(self.cfg), which))}); resuming it "
                 f"would mix two runs: use another run directory, or that run's settings to resume it")
+            raise CheckpointError(
+                f"{self.ckpt_dir} holds a checkpoint of a different configuration (model, data, mining, "
+                f"optimiser, seed or hardware.precision changed); use another run directory")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
