@@ -97,10 +97,6 @@ def compat_fingerprint(cfg: DictConfig) -> str:
     parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
     if cfg.optim.schedule != "constant":  # a schedule over train.steps: the length shapes the trajectory
         parts["steps"] = cfg.train.steps
-    trajectory (not its length, logging, evaluation or hardware, but its precision)."""
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
-             for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")}
-    parts |= {"seed": cfg.seed, "batch_size": cfg.train.batch_size, "grad_clip": cfg.train.grad_clip}
     if (precision := precision_of(cfg)) != "32":  # only then: fp32 runs keep the fingerprints they had
         parts["precision"] = precision
     return fingerprint(parts)
@@ -316,13 +312,13 @@ class Run:
             there = flat_settings(OmegaConf.create(backfill(OmegaConf.to_container(OmegaConf.create(state["config"])))))
             scheduled = self.cfg.optim.schedule != "constant"  # then the length shapes the run too
             which = lambda key: shapes_the_run(key) or (scheduled and key == "train.steps")  # noqa: E731
+            changed = differences(there, flat_settings(self.cfg), which)
+            recorded = OmegaConf.create(state["config"])
+            if (was := precision_of(recorded)) != (now := precision_of(self.cfg)):  # hardware, yet it shapes the run
+                changed.append(f"hardware.precision is {now} here, {was} there")
             raise RunDirTaken(
-                f"{self.dir} holds a checkpoint of other settings "
-                f"({'; '.join(differences(there, flat_settings(self.cfg), which))}); resuming it "
+                f"{self.dir} holds a checkpoint of other settings ({'; '.join(changed)}); resuming it "
                 f"would mix two runs: use another run directory, or that run's settings to resume it")
-            raise CheckpointError(
-                f"{self.ckpt_dir} holds a checkpoint of a different configuration (model, data, mining, "
-                f"optimiser, seed or hardware.precision changed); use another run directory")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
