@@ -76,7 +76,7 @@ def test_bf16_weight_gradients_of_the_denoising_loss_against_float64():
 
 def test_precision_32_holds_the_parameters_themselves():
     """precision=32 is today's computation: the bound energy holds the parameters, not copies."""
-    cfg = OmegaConf.create({"model": {"name": "mlp", "hidden": 16, "time_dim": 8}, "dataset": {"n": 3},
+    cfg = OmegaConf.create({"model": {"name": "mlp", "hidden": 16, "time_dim": 8, "depth": 3}, "dataset": {"n": 3},
                             "hardware": {"precision": "32"}})
     model = build_model(cfg)
     bound = model.bind(torch.randn(2, 9), model.conditioning(torch.arange(1)))
