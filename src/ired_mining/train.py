@@ -316,8 +316,9 @@ class Run:
             recorded = OmegaConf.create(state["config"])
             if (was := precision_of(recorded)) != (now := precision_of(self.cfg)):  # hardware, yet it shapes the run
                 changed.append(f"hardware.precision is {now} here, {was} there")
+            held = "a finished" if self.rundir.final_state() and self.rundir.final_state().finished else "an unfinished"
             raise RunDirTaken(
-                f"{self.dir} holds a checkpoint of other settings ({'; '.join(changed)}); resuming it "
+                f"{self.dir} holds {held} run of other settings ({'; '.join(changed)}); resuming it "
                 f"would mix two runs: use another run directory, or that run's settings to resume it")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
