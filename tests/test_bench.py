@@ -4,7 +4,6 @@ writes the records issue 6 asks for."""
 
 from __future__ import annotations
 
-
 import copy
 import json
 import math
