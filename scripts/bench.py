@@ -18,6 +18,11 @@ with hardware.compile the other way (compiled, unless the overrides compile alre
 rounds, at each batch size, and at batch 2048 on a CPU profiled once to show where its time goes
 (matmuls, random numbers, the data's batched Cholesky, everything else).
 
+Precision (issue 20): every strategy's step, at each batch size, and the sampler are also timed with
+hardware.precision=bf16-mixed in the same interleaved rounds as their fp32 runs, from the same
+weights, and the report prints each bf16 / fp32 speed ratio; a dense bf16 matmul is sampled beside the
+fp32 one, so that bf16 rates are also shown against the bf16 limit.
+
 The config is the product's own, composed by Hydra from ired_mining.conf: the figures are those of
 the defaults (n = 20, hidden 512, T = 10, K = 2, 5 inner sampler steps) unless overrides are given
 after the options, e.g. `python scripts/bench.py --quick dataset.n=10`.
@@ -85,9 +90,11 @@ class Meter:
 
     def __init__(self, device: torch.device, matmul_n: int):
         self.device, self.matmul_n = device, matmul_n
-        self.matmul_rates: list[float] = []
+        self.matmul_rates: list[float] = []  # fp32
+        self.bf16_matmul_rates: list[float] = []
         a = torch.randn(matmul_n, matmul_n, device=device)
         self._mm = (a, torch.randn(matmul_n, matmul_n, device=device))
+        self._mm_bf16 = tuple(v.bfloat16() for v in self._mm)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -103,14 +110,22 @@ class Meter:
         return (time.perf_counter() - start) / calls
 
     def sample_matmul(self, reps: int = 3) -> None:
-        """Dense fp32 matmul rate, best of `reps` (the limit is what the machine can do)."""
+        """Dense fp32 and bf16 matmul rates, best of `reps` each (the limit is what the machine can do)."""
         calls = 1 if self.device.type == "cpu" else 20
-        self.seconds(self.matmul)
-        self.matmul_rates.append(max(self.matmul_flops / self.seconds(self.matmul, calls) for _ in range(reps)))
+        for fn, rates in ((self.matmul, self.matmul_rates), (self.matmul_bf16, self.bf16_matmul_rates)):
+            self.seconds(fn)
+            rates.append(max(self.matmul_flops / self.seconds(fn, calls) for _ in range(reps)))
 
     @property
     def matmul_rate(self) -> float:
         return statistics.median(self.matmul_rates)
+
+    @property
+    def bf16_matmul_rate(self) -> float:
+        return statistics.median(self.bf16_matmul_rates)
+
+    def rate_of(self, precision: str) -> float:
+        return self.bf16_matmul_rate if precision == BF16 else self.matmul_rate
 
     @property
     def matmul_flops(self) -> int:
@@ -119,6 +134,11 @@ class Meter:
     def matmul(self) -> None:
         """One dense fp32 matmul: a contender of `interleaved`, for the limit at the same moments."""
         a, b = self._mm
+        a @ b
+
+    def matmul_bf16(self) -> None:
+        """The same matmul in bf16: the limit of bf16-mixed steps."""
+        a, b = self._mm_bf16
         a @ b
 
     def interleaved(self, fns: dict, rounds: int, calls: int = 1) -> dict[str, float]:
@@ -167,6 +187,22 @@ def breakdown(step, calls: int, flops: int) -> dict:
 
 def compiles(cfg) -> bool:
     return bool(OmegaConf.select(cfg, "hardware.compile", default=False))
+
+
+BF16 = "bf16-mixed"
+
+
+def precision(cfg) -> str:
+    return str(OmegaConf.select(cfg, "hardware.precision", default="32"))
+
+
+def with_precision(cfg, value: str):
+    """The config with hardware.precision set (bf16-mixed, or 32)."""
+    return OmegaConf.merge(cfg, {"hardware": {"precision": value}})
+
+
+def other_precision(cfg) -> str:
+    return "32" if precision(cfg) == BF16 else BF16
 
 
 def with_compile(cfg, on: bool):
@@ -325,7 +361,7 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
             runs = {"product": Trainer(cfg, batch)}
             runs["product"].warm()  # first-call allocations, thread pools, compiling
             record = {"kind": "train", "strategy": name, "batch": batch, "compile": compiles(cfg), "graph": False,
-                      "flops_per_step": flops, "peak_mem_mib": memory.peak_mib()}
+                      "precision": precision(cfg), "flops_per_step": flops, "peak_mem_mib": memory.peak_mib()}
             rounds = plan.calls[batch]
             if name == "adversarial" and batch == max(plan.batches):
                 memory.reset()
@@ -335,27 +371,36 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
                 record |= {"yardstick_flops_per_step": count_flops(runs["plain"].step),
                            "yardstick_peak_mem_mib": memory.peak_mib()}
                 rounds = plan.yardstick_calls
-                runs["matmul"] = meter  # the limit, timed in the same rounds as the steps
-            # The same step with hardware.compile the other way (on a GPU for every strategy), and on a
-            # GPU as CUDA graphs (hardware.cuda_graph), compiled as configured and the other way.
-            variants = {"flipped": (not compiles(cfg), False)} if name == "adversarial" or gpu else {}
+                runs["matmul"] = runs["matmul_bf16"] = meter  # the limits, timed in the same rounds as the steps
+            # The same step with hardware.compile the other way (on a GPU for every strategy), on a
+            # GPU as CUDA graphs (hardware.cuda_graph), compiled as configured and the other way, and in
+            # the other precision (every strategy; adversarial also compiled the other way).
+            prec, other = precision(cfg), other_precision(cfg)
+            variants = {"flipped": (not compiles(cfg), False, prec)} if name == "adversarial" or gpu else {}
             if gpu and graphs:
-                variants |= {"graphed": (compiles(cfg), True), "graphed_flipped": (not compiles(cfg), True)}
-            for key, (compile_on, graph) in variants.items():
-                runs[key] = (GraphedTrainer if graph else Trainer)(with_compile(cfg, compile_on), batch)
+                variants |= {"graphed": (compiles(cfg), True, prec), "graphed_flipped": (not compiles(cfg), True, prec)}
+            variants["precision"] = (compiles(cfg), False, other)
+            if name == "adversarial":
+                variants["precision_flipped"] = (not compiles(cfg), False, other)
+            if gpu and graphs:
+                variants["graphed_precision"] = (compiles(cfg), True, other)
+            for key, (compile_on, graph, p) in variants.items():
+                runs[key] = (GraphedTrainer if graph else Trainer)(with_precision(with_compile(cfg, compile_on), p),
+                                                                   batch)
                 runs[key].warm()
-            t = meter.interleaved({k: run.matmul if run is meter else run.step for k, run in runs.items()},
+            limits = {"matmul": meter.matmul, "matmul_bf16": meter.matmul_bf16}
+            t = meter.interleaved({k: limits[k] if run is meter else run.step for k, run in runs.items()},
                                   rounds, gpu_calls)
             timed = {"product": record}
-            for key, (compile_on, graph) in variants.items():
+            for key, (compile_on, graph, p) in variants.items():
                 timed[key] = {"kind": "train", "strategy": name, "batch": batch, "compile": compile_on,
-                              "graph": graph, "flops_per_step": flops}
+                              "graph": graph, "precision": p, "flops_per_step": flops}
             for key, r in timed.items():
                 r |= {"steps_per_s": 1 / t[key], "step_ms": 1e3 * t[key], "flops_per_s": flops / t[key]}
                 if "plain" in t:
                     r |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t[key]}
                 if "matmul" in t:
-                    same = meter.matmul_flops / t["matmul"]
+                    same = meter.matmul_flops / t["matmul_bf16" if r["precision"] == BF16 else "matmul"]
                     r |= {"matmul_flops_per_s_same_rounds": same,
                           "fraction_of_matmul_same_rounds": r["flops_per_s"] / same}
             if "plain" in t and device.type == "cpu":
@@ -367,6 +412,7 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
             meter.sample_matmul()
         if name == "adversarial":
             checks["train"] = agreement(cfg, min(plan.batches), device)
+            checks["train_bf16_vs_fp32"] = precision_agreement(cfg, min(plan.batches), device)
 
     # ------------------------------------------------ the sampler, product and yardstick in turn
     cfg = base
@@ -378,21 +424,29 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
     gen = lambda: torch.Generator(device).manual_seed(3)  # noqa: E731
     sample = lambda: diffusion.sample(model, x, steps, gen(), scale)  # noqa: E731
     plain_sample = lambda: yardstick.plain_sample(model, diffusion, x, steps, gen(), scale)  # noqa: E731
+    # The same weights (the same seed builds them) in the other precision.
+    other_model = Trainer(with_precision(cfg, other_precision(cfg)), sb).model
+    other_sample = lambda: diffusion.sample(other_model, x, steps, gen(), scale)  # noqa: E731
     memory.reset()
     sample()
     sampler_flops = count_flops(sample)
     peak = memory.peak_mib()
     plain_sample()
     plain_sampler_flops = count_flops(plain_sample)
-    t = meter.interleaved({"product": sample, "plain": plain_sample}, plan.sampler_calls)
+    other_sample()
+    t = meter.interleaved({"product": sample, "plain": plain_sample, "precision": other_sample}, plan.sampler_calls)
     checks["sampler_max_abs_diff"] = (sample() - plain_sample()).abs().max().item()
-    records.append({"kind": "sampler", "strategy": "sampler", "batch": sb, "inner_steps": steps,
-                    "matrices_per_s": sb / t["product"], "calls_per_s": 1 / t["product"],
-                    "flops_per_call": sampler_flops, "flops_per_s": sampler_flops / t["product"],
-                    "peak_mem_mib": peak, "yardstick_matrices_per_s": sb / t["plain"],
-                    "yardstick_flops_per_call": plain_sampler_flops,
-                    "speedup_vs_yardstick": t["plain"] / t["product"]})
-    log(f"sampler batch {sb}: {sb / t['product']:.0f} matrices/s")
+    checks["sampler_bf16_vs_fp32_rms_diff"] = (sample() - other_sample()).square().mean().sqrt().item()
+    for key, p in (("product", precision(cfg)), ("precision", other_precision(cfg))):
+        record = {"kind": "sampler", "strategy": "sampler", "batch": sb, "inner_steps": steps, "precision": p,
+                  "matrices_per_s": sb / t[key], "calls_per_s": 1 / t[key],
+                  "flops_per_call": sampler_flops, "flops_per_s": sampler_flops / t[key]}
+        if key == "product":
+            record |= {"peak_mem_mib": peak, "yardstick_matrices_per_s": sb / t["plain"],
+                       "yardstick_flops_per_call": plain_sampler_flops,
+                       "speedup_vs_yardstick": t["plain"] / t["product"]}
+        records.append(record)
+        log(f"sampler batch {sb} ({p}): {sb / t[key]:.0f} matrices/s")
     meter.sample_matmul()
 
     # ------------------------------------------------ data generation, batched vs one item at a time
@@ -409,24 +463,50 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
                     "yardstick_matrices_per_s": db / t["plain"], "speedup_vs_yardstick": t["plain"] / t["product"]})
     meter.sample_matmul()
 
-    rate = meter.matmul_rate
     for r in records:
+        rate = meter.rate_of(r.get("precision", "32"))  # the limit of the record's own precision
         r["matmul_flops_per_s"] = rate
         if "breakdown" in r:
             r["breakdown"]["matmul_fraction_of_matmul_rate"] = r["breakdown"]["matmul_flops_per_s_in_step"] / rate
         r["fraction_of_matmul"] = r["flops_per_s"] / rate
         if r.get("peak_mem_mib") is not None and memory.total_mib():
             r["fraction_of_memory"] = r["peak_mem_mib"] / memory.total_mib()
+    add_precision_ratios(records)
     return {
         "machine": machine(device) | {"load_avg_start": load_start, "load_avg_end": os.getloadavg(),
                                       "memory_at_start_mib": rss_start},
         "config": {"n": base.dataset.n, "hidden": base.model.hidden, "diffusion_steps": base.diffusion.steps,
                    "mining_steps": base.mining.steps, "sampler_inner_steps": steps, "overrides": list(overrides)},
-        "matmul": {"n": meter.matmul_n, "flops_per_s": rate, "samples": meter.matmul_rates},
+        "matmul": {"n": meter.matmul_n, "flops_per_s": meter.matmul_rate, "samples": meter.matmul_rates,
+                   "bf16_flops_per_s": meter.bf16_matmul_rate, "bf16_samples": meter.bf16_matmul_rates},
         "records": records,
         "agreement": checks,
         "targets": targets(records, device),
     }
+
+
+def add_precision_ratios(records: list[dict]) -> None:
+    """Each bf16-mixed record's speed over its fp32 twin's (the same case, mode and batch, timed in
+    the same rounds): `speedup_vs_fp32`."""
+    key = lambda r: (r["kind"], r["strategy"], r["batch"], r.get("compile"), r.get("graph"))  # noqa: E731
+    fp32 = {key(r): r for r in records if r.get("precision") == "32"}
+    for r in records:
+        if r.get("precision") == BF16 and key(r) in fp32:
+            r["speedup_vs_fp32"] = r["flops_per_s"] / fp32[key(r)]["flops_per_s"]
+
+
+def precision_agreement(cfg, batch: int, device: torch.device) -> dict:
+    """One training step in fp32 and in bf16-mixed from the same weights, data, levels and noise:
+    relative differences of the losses and the largest of the gradients (what bf16 rounding moves)."""
+    a_run, b_run = (Trainer(with_precision(cfg, p), batch).run for p in ("32", BF16))
+    problems = spd_batch(cfg.dataset.n, batch, cfg.dataset.lam, torch.Generator(device).manual_seed(1))
+    a, b = (train_step(r.model, r.diffusion, r.strategy, r.optimizer, problems, r.cfg, r.generator)
+            for r in (a_run, b_run))
+    out = {f"{k}_rel_diff": rel_diff(b[k].detach(), a[k].detach()) for k in ("loss/mse", "loss/energy", "loss/total")
+           if k in a}
+    out["grad_rel_diff"] = max(rel_diff(q.grad, p.grad) for p, q in zip(a_run.model.parameters(),
+                                                                          b_run.model.parameters()))
+    return out
 
 
 def machine(device: torch.device) -> dict:
@@ -440,9 +520,9 @@ def machine(device: torch.device) -> dict:
 
 
 def mode(record: dict) -> str:
-    """How a training step ran: eager, compiled, graphed or graphed+compiled."""
+    """How a training step ran: eager, compiled, graphed or graphed+compiled, each +bf16 in bf16-mixed."""
     parts = (["graphed"] if record.get("graph") else []) + (["compiled"] if record.get("compile") else [])
-    return "+".join(parts) or "eager"
+    return "+".join(parts or ["eager"]) + ("+bf16" if record.get("precision") == BF16 else "")
 
 
 # Issue 11's targets on a GPU (batch 2048, steps/s or matrices/s); the bar is the least it accepts.
@@ -464,7 +544,9 @@ def targets(records: list[dict], device: torch.device) -> list[dict]:
                             "value": r["steps_per_s"], "target": target, "unit": "steps/s"})
         out.append({"name": f"sampler matrices/s (batch {sampler['batch']})", "value": sampler["matrices_per_s"],
                     "target": SAMPLER_TARGET_GPU, "unit": "matrices/s"})
-    adversarial = [r for r in train if r["strategy"] == "adversarial" and r["batch"] == batch]
+    # Issue 6's targets are the product's own precision's (fp32 unless the overrides say otherwise).
+    adversarial = [r for r in train if r["strategy"] == "adversarial" and r["batch"] == batch
+                   and r.get("precision") == sampler.get("precision")]
     for r in sorted(adversarial, key=mode):
         case = f"adversarial, batch {batch}, {mode(r)}"
         if device.type == "cpu":
@@ -476,6 +558,16 @@ def targets(records: list[dict], device: torch.device) -> list[dict]:
                     "target": 1.3, "unit": "x"})
     out.append({"name": "sampler speed vs yardstick", "value": sampler["speedup_vs_yardstick"], "target": 1.3,
                 "unit": "x"})
+    # Issue 20's: bf16-mixed over fp32, the largest batch ≥ 2×, the smallest ≥ 1.5×, the sampler ≥ 2×.
+    smallest = min(r["batch"] for r in train)
+    for r in sorted((r for r in train if "speedup_vs_fp32" in r and r["strategy"] == "adversarial"
+                     and r["batch"] in (smallest, batch)), key=lambda r: (-r["batch"], mode(r))):
+        out.append({"name": f"bf16-mixed / fp32 speed (adversarial, batch {r['batch']}, {mode(r)})",
+                    "value": r["speedup_vs_fp32"], "target": 2.0 if r["batch"] == batch else 1.5, "unit": "x"})
+    for r in records:
+        if r["kind"] == "sampler" and "speedup_vs_fp32" in r:
+            out.append({"name": f"bf16-mixed / fp32 speed (sampler, batch {r['batch']})",
+                        "value": r["speedup_vs_fp32"], "target": 2.0, "unit": "x"})
     for t in out:
         t["met"] = t["value"] >= t["target"]
     return out
@@ -489,13 +581,16 @@ def print_report(result: dict, txt: Path | None = None) -> None:
     from rich.table import Table
 
     m, rate = result["machine"], result["matmul"]["flops_per_s"]
+    bf16_rate = result["matmul"].get("bf16_flops_per_s")
     omp = "".join(f" {k}={v}" for k, v in m["omp"].items())
     title = (f"{m.get('gpu', m['cpu'])} · {m['threads']} threads{omp} · "
              f"torch {m['torch']} · {'TF32' if m.get('tf32') else 'fp32'} "
-             f"matmul {rate / 1e9:.0f} GFLOP/s · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}")
+             f"matmul {rate / 1e9:.0f} GFLOP/s"
+             + (f", bf16 {bf16_rate / 1e9:.0f}" if bf16_rate else "")
+             + f" · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}")
     table = Table(title=title)
     for col in ("case", "batch", "mode", "steps or matrices/s", "ms/call", "GFLOP/call", "GFLOP/s", "% of matmul",
-                "× yardstick", "peak MiB"):
+                "× yardstick", "× fp32", "peak MiB"):
         table.add_column(col, justify="right")
     for r in result["records"]:
         per_call = r.get("flops_per_step", r.get("flops_per_call"))
@@ -504,9 +599,11 @@ def print_report(result: dict, txt: Path | None = None) -> None:
         else:
             case, rate_s, ms = r["kind"], f"{r['matrices_per_s']:.0f}", 1e3 * r["batch"] / r["matrices_per_s"]
         speed = f"{r['speedup_vs_yardstick']:.2f}" if "speedup_vs_yardstick" in r else ""
+        vs_fp32 = f"{r['speedup_vs_fp32']:.2f}" if "speedup_vs_fp32" in r else ""
         peak = f"{r['peak_mem_mib']:.0f}" if r.get("peak_mem_mib") is not None else ""
-        table.add_row(case, str(r["batch"]), mode(r) if r["kind"] == "train" else "", rate_s, f"{ms:.1f}", f"{per_call / 1e9:.3g}",
-                      f"{r['flops_per_s'] / 1e9:.1f}", f"{100 * r['fraction_of_matmul']:.1f}", speed, peak)
+        how = mode(r) if r["kind"] == "train" else "bf16" if r.get("precision") == BF16 else ""
+        table.add_row(case, str(r["batch"]), how, rate_s, f"{ms:.1f}", f"{per_call / 1e9:.3g}",
+                      f"{r['flops_per_s'] / 1e9:.1f}", f"{100 * r['fraction_of_matmul']:.1f}", speed, vs_fp32, peak)
     console = Console(width=None if sys.stdout.isatty() else 150, record=txt is not None)
     console.print(table)
     for t in result["targets"]:
@@ -521,14 +618,22 @@ def print_report(result: dict, txt: Path | None = None) -> None:
             console.print(f"where a step goes (train {r['strategy']}, batch {r['batch']}, profiled, ms): {parts}; "
                           f"its matmuls alone run at {b['matmul_flops_per_s_in_step'] / 1e9:.0f} GFLOP/s, "
                           f"{100 * b['matmul_fraction_of_matmul_rate']:.0f} % of the limit")
+    ratios = [f"{r['strategy']} {r['batch']}{'' if r['kind'] == 'sampler' else ' ' + mode(r).removesuffix('+bf16')} "
+              f"{r['speedup_vs_fp32']:.2f}×" for r in result["records"] if "speedup_vs_fp32" in r]
+    if ratios:
+        console.print("bf16-mixed / fp32 speed, timed in the same rounds: " + ", ".join(ratios))
     where = "the allocator's peak" if m["device"] == "cuda" else "the process's peak resident set"
     console.print(f"peak MiB: {where} during the case ({m['memory_at_start_mib']:.0f} MiB at start); "
                   "% of matmul: FLOPs counted by torch.utils.flop_counter (matmuls only) per second, "
-                  "over the same run's matmul rate")
+                  "over the same run's matmul rate (a bf16 row: over the bf16 matmul rate)")
     a = result["agreement"]
     console.print("agreement with the yardstick (float32, one step): "
                   + ", ".join(f"{k} {v:.1e}" for k, v in a.get("train", {}).items())
                   + f"; sampler max |Δ| {a['sampler_max_abs_diff']:.1e}")
+    if "train_bf16_vs_fp32" in a:
+        console.print("bf16-mixed against fp32 (one step, the same weights and data): "
+                      + ", ".join(f"{k} {v:.1e}" for k, v in a["train_bf16_vs_fp32"].items())
+                      + f"; sampler RMS |Δ| {a['sampler_bf16_vs_fp32_rms_diff']:.1e}")
     if txt is not None:
         txt.parent.mkdir(parents=True, exist_ok=True)
         txt.write_text(console.export_text())
@@ -556,10 +661,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(plan, device, log=lambda s: print(s, file=sys.stderr), graphs=not args.no_graph)
-    print_report(result, args.txt)
-    if args.json:
+    if args.json:  # first: minutes of measurements survive a failure in the report below
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(args.json)
+    print_report(result, args.txt)
     return result
 
 

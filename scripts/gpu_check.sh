@@ -11,8 +11,10 @@
 #    and the benchmark draw the data outside the graph: hardware.cuda_graph_data=false);
 # 3. the tests marked cuda (tests/test_cuda.py): graphed against eager, exact resume, the NaN guard;
 # 4. a short experiment=paper run with hardware.cuda_graph=true, which prints its steps/s;
-# 5. the benchmark (--quick): eager, compiled and graphed steps of each strategy at batch 256 and 2048
-#    and the sampler, written to results/bench/gpu.txt and gpu.json (under $OUT too).
+# 5. the same run in hardware.precision=bf16-mixed (issue 20), which prints its steps/s and MSE;
+# 6. the benchmark (--quick): eager, compiled and graphed steps of each strategy at batch 256 and 2048
+#    and the sampler, each also in bf16-mixed with its ratio to fp32, written to results/bench/gpu.txt
+#    and gpu.json (under $OUT too).
 # Each stage has its own time limit; a stage that fails is reported and the next one still runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +83,19 @@ print(f\"paper run (graphed, adversarial, batch 2048): {m['step']} steps in {m['
       f\"{1 / m['seconds_per_step']:.0f} steps/s (seconds_per_step {m['seconds_per_step']:.6f}) on {m['env']['device_name']}\")
 " "$RUN/metrics.json" 2>&1 | tee "$OUTDIR/paper_steps_per_s.txt"
 rm -rf "$RUN/checkpoints"  # megabytes nobody needs back
+
+RUN16="$OUTDIR/paper_run_bf16"
+stage paper_run_bf16 120 "$PY" -m ired_mining.train experiment=paper hardware=gpu hardware.cuda_graph=true \
+    "hardware.cuda_graph_data=$DATA" hardware.precision=bf16-mixed train.steps=3000 train.eval_every=0 \
+    checkpoint.every=3000 "hydra.run.dir=$RUN16"
+for run in "$RUN" "$RUN16"; do
+    [ -f "$run/metrics.json" ] && "$PY" -c "
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f\"{sys.argv[2]}: {m['status']}, {1 / m['seconds_per_step']:.0f} steps/s, in_dist/mse {m.get('in_dist/mse')}\")
+" "$run/metrics.json" "$(basename "$run")" 2>&1 | tee -a "$OUTDIR/precision.txt"
+done
+rm -rf "$RUN16/checkpoints"
 
 # If the graphed run failed, time the eager and compiled steps at least.
 graphs=()

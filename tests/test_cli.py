@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 import subprocess
 import sys
 import venv
@@ -52,6 +54,8 @@ BAD_INPUTS = [
     # rules a type cannot say: a range of a list's items, and a strategy's name against its group's keys
     ("optim.betas=[0.9,1.5]", "optim.betas=[0.9, 1.5]"),
     ("mining.name=random", "mining.name=random"),
+    # a group given null: Hydra's own refusal names neither the group nor its options
+    ("logger=null", "logger: null is not an option; choose one of: none, tensorboard, wandb"),
 ]
 
 
@@ -63,6 +67,29 @@ def test_bad_input_is_one_clear_line(tmp_path, tiny, override, named):
     assert len(err_lines) == 1, proc.stderr
     assert named in err_lines[0] and ("choose one of" in err_lines[0] or "must be" in err_lines[0])
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_logger_none_is_the_default_and_can_be_named(tmp_path, tiny):
+    run_dir = tmp_path / "run"
+    run_cli("ired-train", *tiny, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    assert yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]["logger"] \
+        == "none"
+    assert not list(run_dir.glob("events.out.tfevents.*")) and not (run_dir / "wandb").exists()
+    log = (run_dir / "train.log").read_text()  # the final table and the path, kept with the run's log
+    assert "zero predictor" in log and f"run directory: {run_dir}" in log
+    help_text = run_cli("ired-train", "--help", cwd=tmp_path, check=True).stdout
+    assert re.search(r"logger: none, tensorboard, wandb", help_text), help_text
+
+
+def test_a_run_dir_too_long_to_make_is_one_line_before_anything_is_written(tmp_path, tiny):
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")  # 255 on ext4, xfs, tmpfs, overlayfs
+    run_dir = tmp_path / "runs" / ("x" * (name_max + 1))
+    proc = run_cli("ired-train", *tiny, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ("ired-train: error: hydra.run.dir: the run directory cannot be made: its name "
+                                   f"{'x' * 60}… is {name_max + 1} bytes, and this filesystem allows {name_max}; "
+                                   "choose a shorter one")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_two_modes_at_once_are_one_clear_line(tmp_path):

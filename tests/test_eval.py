@@ -75,6 +75,16 @@ def test_scaling_writes_json_and_png(run_dir, tmp_path):
     assert struct.unpack(">II", data[16:24]) == (1200, 450)
 
 
+def test_overrides_go_before_or_after_the_options(run_dir, tmp_path):
+    """`RUN --scaling sampler.backtrack=0.5` is the same evaluation as `RUN sampler.backtrack=0.5 --scaling`."""
+    after, before = copy_run(run_dir, tmp_path / "after"), copy_run(run_dir, tmp_path / "before")
+    run_cli("ired-eval", str(after), "--scaling", "sampler.backtrack=0.5", "--inner-steps", "0,2", check=True)
+    run_cli("ired-eval", str(before), "sampler.backtrack=0.5", "--scaling", "--inner-steps", "0,2", check=True)
+    got, want = (read_json(r / "eval" / "scaling-sampler.backtrack=0.5.json") for r in (after, before))
+    assert got["settings"]["sampler.backtrack"] == 0.5 and got["results"][1]["inner_steps"] == 2
+    assert [r["in_dist/mse"] for r in got["results"]] == [r["in_dist/mse"] for r in want["results"]]
+
+
 def test_load_run_in_python(run_dir):
     from ired_mining.evaluate import load_run
 
@@ -109,7 +119,8 @@ def test_bad_input_is_one_line_from_the_installed_script(run_dir, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ((), "no checkpoint"),
-    (("sampler.bogus=1",), "sampler.bogus is not a key"),
+    (("sampler.bogus=1",), "sampler.bogus: not a key of sampler; its keys: inner_steps, step_scale, backtrack"),
+    (("bogus.key=1",), "bogus.key: not a key of this run's config; ired-eval accepts eval.*, sampler.*"),
     (("model.hidden=64",), "cannot change at evaluation"),
     (("dataset.split=nope",), "not a split"),
     (("sampler.inner_steps=-1",), "sampler.inner_steps=-1 is invalid"),

@@ -214,6 +214,27 @@ def test_a_grid_whose_best_is_not_better_does_not_clear(tmp_path):
     assert a["grid"]["map"] is None  # no two factors with two values each besides the reference
 
 
+def grey_pixels(png: Path) -> int:
+    """Pixels of the heatmap's missing-cell grey (#bdbdbd), which no part of a full grid's plot uses."""
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(png)[..., :3] * 255).round().astype(int)
+    return int((abs(rgb - 0xBD).max(axis=-1) <= 2).sum())
+
+
+def test_a_missing_cell_of_the_heatmap_is_grey_not_the_white_of_zero(tmp_path):
+    full = make_grid(tmp_path / "full")
+    write_report(full)
+    # Without the corner corruption 0.5 × 1 step the map is weight × model width, two of its six cells empty.
+    gap = make_grid(tmp_path / "gap", {k: v for k, v in POINTS.items() if k != "c0.5_k1"})
+    write_report(gap)
+    assert all(c is not None for row in read_json(full / "summary.json")["grid"]["map"]["cells"] for c in row)
+    assert sum(c is None for row in read_json(gap / "summary.json")["grid"]["map"]["cells"] for c in row) == 2
+    assert grey_pixels(full / "grid_heatmap.png") < 1_000  # a few anti-aliased edges at most
+    # Two panels (one per split), each empty cell a sixth of a panel: ~10^5 grey pixels.
+    assert grey_pixels(gap / "grid_heatmap.png") > 50_000
+
+
 def test_a_three_strategy_sweep_is_not_a_grid(tmp_path):
     root = tmp_path / "sweep"
     root.mkdir()

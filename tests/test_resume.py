@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -82,14 +83,25 @@ def test_kill_between_final_checkpoint_and_metrics_json_still_finishes(tmp_path,
     assert_same_result(run_dir, reference)
 
 
+def record_of(run_dir: Path) -> dict[str, bytes]:
+    """The run's .hydra/ record, byte for byte."""
+    return {p.name: p.read_bytes() for p in sorted((run_dir / ".hydra").iterdir())}
+
+
 def test_resume_with_incompatible_config_refuses(tmp_path):
     run_dir = tmp_path / "run"
     kill_after_checkpoint(run_dir, 20)
-    before = sorted((run_dir / "checkpoints").iterdir())
+    before, record = sorted((run_dir / "checkpoints").iterdir()), record_of(run_dir)
     proc = train(run_dir, "mining=random", check=False)
-    assert proc.returncode != 0
-    assert "different configuration" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds an unfinished run of other settings" in lines[0], proc.stderr
+    assert "mining.name is random here, adversarial there" in lines[0]  # the setting that differs, named
     assert sorted((run_dir / "checkpoints").iterdir()) == before
+    assert record_of(run_dir) == record and set(record) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    assert not (run_dir / "metrics.json").exists()  # still unfinished: it resumes with its own settings
+    train(run_dir)
+    assert "resumed from step 20" in (run_dir / "train.log").read_text()
 
 
 def test_finished_run_is_never_overwritten(tmp_path, reference):
@@ -101,6 +113,25 @@ def test_finished_run_is_never_overwritten(tmp_path, reference):
     assert proc.returncode == 0 and "already holds a finished run" in proc.stdout + proc.stderr
     assert (run_dir / "metrics.json").read_bytes() == final
     assert (run_dir / "metrics.jsonl").read_bytes() == lines
+
+
+def test_a_rerun_with_other_settings_leaves_a_finished_run_and_its_record_alone(tmp_path):
+    run_dir, short = tmp_path / "run", "train.steps=40"
+    train(run_dir, short)
+    final, lines, record = (run_dir / "metrics.json").read_bytes(), (run_dir / "metrics.jsonl").read_bytes(), \
+        record_of(run_dir)
+    # Settings that do not shape the run (its evaluation) differ: a note naming them, exit 0.
+    proc = train(run_dir, short, "eval.size=32")
+    assert proc.returncode == 0 and "eval.size is 32 here, 64 there" in re.sub(r"\s+", " ", proc.stdout + proc.stderr)
+    # Another strategy over it: refused in one line naming the setting; its record and report unchanged.
+    proc = train(run_dir, short, "mining=none", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "holds a finished run of other settings (mining.name is none here, adversarial there" in proc.stderr
+    assert (run_dir / "metrics.json").read_bytes() == final
+    assert (run_dir / "metrics.jsonl").read_bytes() == lines
+    assert record_of(run_dir) == record
+    run_cli("ired-report", str(run_dir), cwd=run_dir.parent, check=True)
+    assert [row["strategy"] for row in csv.DictReader(open(run_dir / "runs.csv"))] == ["adversarial"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])

@@ -245,3 +245,106 @@ def test_the_time_limits_signal_checkpoints_the_current_step_and_the_requeued_jo
     final = read_json(job.dir / "metrics.json")
     assert final["status"] == "finished" and final["step"] == 20000
     assert [r["step"] for r in read_jsonl(job.dir / "metrics.jsonl")] == [20000]
+
+
+# ---------------------------------------------------------------- launch and leave (hardware.wait=false)
+
+SUBMITTED = re.compile(r"ired-train: submitted (\d+) jobs as SLURM array (\d+) into (\S+); job (\d+) writes the table "
+                       r"and the report once they end; watch: ired-sweep (\S+) \(or squeue -j \d+,\d+\)")
+
+
+def submitted(stdout: str) -> tuple[int, str, Path, str]:
+    """(jobs, array id, sweep dir, follow-up id) of the one line a detached launch prints per array."""
+    (match,) = [m for m in map(SUBMITTED.fullmatch, stdout.splitlines()) if m]
+    assert match[3] == match[5]
+    return int(match[1]), match[2], Path(match[3]), match[4]
+
+
+# Checkpointed early and often, so a job can be requeued after its first checkpoint and still have
+# steps left (a few seconds of them on an idle 2-core machine, minutes on a loaded one).
+DETACHED = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
+    "train.steps=300", "train.log_every=25", "train.eval_every=150", "checkpoint.every=25"]
+
+
+def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job(tmp_path, job_name):
+    """hardware.wait=false: ired-train submits the array and a follow-up job, prints one line and exits 0
+    while the jobs are queued. A job requeued mid-sweep holds the follow-up (afterany) until it has run
+    again; meanwhile ired-sweep shows it requeued and a re-launch into the sweep is refused. Then the
+    follow-up, on the cluster, writes the table and the report a waiting launch would have written, and a
+    re-launch of the same command skips the finished runs."""
+    sweep = tmp_path / "sweep"
+    cmd = ["-m", *DETACHED, "mining=random", "seed=0,1", *SLURM_GPU0, "hardware.wait=false",
+           f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}"]
+    launch = run_cli("ired-train", *cmd, cwd=tmp_path, timeout=600, check=True)
+    n_jobs, array_id, where, follow_up = submitted(launch.stdout)
+    assert (n_jobs, where) == (2, sweep)
+    # It returned with its jobs still to run (each trains for seconds): nothing of the end exists yet.
+    assert squeue_state(follow_up) == "PENDING" and not (sweep / "jobs.md").exists()
+    follow_up_script = (sweep / ".submitit" / follow_up / f"{follow_up}_submission.sh").read_text()
+    assert f"--dependency=afterany:{array_id}\n" in follow_up_script and "--array" not in follow_up_script
+    assert f"--job-name={job_name}\n" in follow_up_script  # scancel --name stops it with the array
+
+    jobs = expected_jobs(sweep)
+    assert all("wait" not in j.dir.name for j in jobs)  # hardware.wait stays out of the job names
+    assert [launcher_job_id_or_recorded(sweep, j.num) for j in jobs] == [f"{array_id}_0", f"{array_id}_1"]
+    wait_for("a checkpoint of job 1", lambda: list((jobs[1].dir / "checkpoints").glob("step_*.pt")), timeout=600)
+    requeued = f"{array_id}_1"
+    # Requeued and held (as a pre-emption would requeue it), so that it stays pending however long job 0
+    # takes; released below.
+    subprocess.run(["scontrol", "requeuehold", requeued], check=True, timeout=30)
+    wait_for(f"{requeued} to be pending again", lambda: squeue_state(requeued) == "PENDING", timeout=60)
+
+    # The status command reads the sweep in flight: the requeued job as requeued, from squeue.
+    status = run_cli("ired-sweep", str(sweep), cwd=tmp_path)
+    assert status.returncode == 1, status.stdout + status.stderr
+    flat = re.sub(r"\s+", " ", status.stdout)
+    assert re.search(r"│ 1 │ seed=1 │ requeued │ SLURM " + requeued + r" pending, requeued 1×", flat), status.stdout
+    assert f"the table and the report: SLURM job {follow_up}, pending (Dependency)" in flat
+    assert not (sweep / "jobs.md").exists()  # the status command leaves the end's tables to the end
+
+    # A re-launch while the sweep's jobs are queued is refused in one line, and leaves its records alone.
+    records = {name: (sweep / name).read_text() for name in ("jobs.expected.json", "slurm_jobs.json", "multirun.yaml")}
+    refused = run_cli("ired-train", *cmd, cwd=tmp_path, timeout=600)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(f"ired-train: error: {sweep} still has ") and requeued in refused.stderr
+    assert {name: (sweep / name).read_text() for name in records} == records
+
+    # Job 0 ends; the follow-up still waits for the requeued job.
+    wait_for("job 0 to finish", lambda: (jobs[0].dir / "metrics.json").exists() and squeue_state(f"{array_id}_0") == "",
+             timeout=600, every=0.5)
+    assert squeue_state(follow_up) == "PENDING" and squeue_state(requeued) == "PENDING"
+    assert not (sweep / "jobs.md").exists()
+    subprocess.run(["scontrol", "release", requeued], check=True, timeout=30)
+    subprocess.run(["scontrol", "update", f"jobid={requeued}", "StartTime=now"], check=True, timeout=30)
+    wait_for("the follow-up job to write the table", lambda: (sweep / "jobs.json").exists(), timeout=1500, every=0.5)
+    wait_for("the follow-up job to end", lambda: squeue_state(follow_up) == "", timeout=600, every=0.5)
+
+    states = job_states(sweep)
+    assert [s["state"] for s in states] == ["finished", "finished"]
+    assert read_json(sweep / "jobs.json") == states and (sweep / "summary.md").is_file()
+    assert "2 finished, 0 failed, 0 incomplete, 0 missing" in (sweep / "jobs.md").read_text()
+    # The table was written after the requeued job ended, and that job resumed from its checkpoint.
+    assert (sweep / "jobs.json").stat().st_mtime >= (jobs[1].dir / "metrics.json").stat().st_mtime
+    (resumed,) = re.findall(r"resumed from step (\d+)", (jobs[1].dir / "train.log").read_text())
+    assert 0 < int(resumed) < 300
+    follow_up_log = (sweep / ".submitit" / follow_up / f"{follow_up}_0_log.out").read_text()
+    assert "2 finished, 0 failed" in re.sub(r"\s+", " ", follow_up_log) and "Job completed successfully" in follow_up_log
+
+    # The same command again, into the finished sweep: accepted, and its finished runs are left alone.
+    finals = [(j.dir / "metrics.json").read_text() for j in jobs]
+    table_before = (sweep / "jobs.json").stat().st_mtime_ns
+    again = run_cli("ired-train", *cmd, cwd=tmp_path, timeout=600, check=True)
+    _, second_array, _, second_follow_up = submitted(again.stdout)
+    assert second_array != array_id
+    wait_for("the second follow-up job to end", lambda: (sweep / "jobs.json").stat().st_mtime_ns != table_before
+             and squeue_state(second_follow_up) == "", timeout=1500, every=0.5)
+    assert [(j.dir / "metrics.json").read_text() for j in jobs] == finals
+    assert all("already holds a finished run" in (j.dir / "train.log").read_text() for j in jobs)
+    assert [s["state"] for s in read_json(sweep / "jobs.json")] == ["finished", "finished"]
+
+
+def launcher_job_id_or_recorded(sweep: Path, num: int) -> str:
+    """A job's SLURM id as the launcher recorded it at submission (slurm_jobs.json)."""
+    from ired_mining.slurm_queue import slurm_ids
+
+    return slurm_ids(sweep)[num]

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import TINY, read_json, read_jsonl, run_cli
 from ired_mining.callbacks import shield_submitit_requeue
+from ired_mining.slurm_queue import Launch, Queued, record_launch
 from ired_mining.sweep import SweepError, expected_jobs, job_states
 
 # TINY without its hardware choice, so a test can pick its own.
@@ -71,12 +72,14 @@ def test_each_sweep_form_lists_its_jobs_as_hydra_ran_them(tmp_path, form):
     assert_jobs_as_hydra_ran_them(sweep, jobs)
     if form == "own subdir":
         assert [Path(j["dir"]).name for j in jobs] == ["job_0", "job_1"]
-    else:  # named from the overrides, without hardware and presets (conf/config.yaml's exclude_keys)
-        for job, varying in zip(jobs, expected):
-            name = Path(job["dir"]).name.split(",")
-            assert set(varying) <= set(name) and not any(o.startswith(("hardware=", "experiment=")) for o in name)
+    else:  # named by the overrides that tell the jobs apart: none of QUICK's shared settings, no hardware
+        assert [Path(j["dir"]).name for j in jobs] == [",".join(sorted(varying)) for varying in expected]
     assert f"{len(expected)} finished, 0 failed" in re.sub(r"\s+", " ", proc.stdout)
     assert (sweep / "summary.md").is_file()
+    # The sweep ends saying where its report is and what it concluded, each on one line.
+    verdict = read_json(sweep / "summary.json")["verdict"]
+    assert f"report: {sweep / 'summary.md'}" in proc.stdout + proc.stderr
+    assert f"verdict: {verdict['outcome']}: " in proc.stdout + proc.stderr
 
     # A sweep dir without the record (an older ired-train's) is expanded again from multirun.yaml:
     # the same jobs, but for glob, which only the launching Hydra can expand.
@@ -97,6 +100,38 @@ def test_shuffled_sweep_keeps_hydras_job_numbers(tmp_path):
     jobs = read_json(sweep / "jobs.json")
     assert sorted(o for j in jobs for o in j["overrides"] if o.startswith("seed=")) == [f"seed={i}" for i in range(4)]
     assert_jobs_as_hydra_ran_them(sweep, jobs)
+
+
+def test_job_names_are_what_tells_the_jobs_apart():
+    from ired_mining.jobs_record import NAME_LIMIT, job_names
+
+    shared = ["train.steps=500", "eval.size=64", "hardware=cpu"]
+    jobs = [shared + [f"mining={m}", f"seed={s}"] for m in ("none", "random") for s in (0, 1)]
+    assert job_names(jobs, ["hardware"]) == ["mining=none,seed=0", "mining=none,seed=1",
+                                            "mining=random,seed=0", "mining=random,seed=1"]
+    # One job: nothing varies, so its own overrides name it (hardware apart), sorted as Hydra sorts them.
+    assert job_names([shared + ["+grid=c1_k2"]], ["hardware"]) == ["+grid=c1_k2,eval.size=64,train.steps=500"]
+    # Fifteen long overrides: cut, and a hash of the whole keeps two such jobs apart.
+    many = [f"model.option_number_{i}=value_{i}" for i in range(15)]
+    names = job_names([many + ["seed=0"], many + ["seed=1"]], [])
+    assert names == ["seed=0", "seed=1"]
+    one, other = job_names([many + ["seed=0"]], []), job_names([many + ["seed=1"]], [])
+    assert len(one[0]) == NAME_LIMIT == len(other[0]) and one[0][:80] == other[0][:80] and one != other
+    # The same overrides twice (seed=0,0) still get two directories; odd characters become _.
+    assert job_names([["seed=0"], ["seed=0"]], []) == ["seed=0", "seed=0-1"]
+    assert job_names([["eval.splits={mid:0.25}"]], []) == ["eval.splits=_mid_0.25_"]
+
+
+def test_a_job_directory_too_long_to_make_is_one_line_before_anything_is_written(tmp_path):
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("ired-train", "-m", *QUICK, "seed=0,1", f"hydra.sweep.dir={sweep}",
+                   f"hydra.sweep.subdir={'y' * name_max}_${{hydra.job.num}}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ired-train: error: hydra.sweep.subdir: job 0's directory "
+                                                   f"cannot be made: its name {'y' * 60}… is {name_max + 2} bytes")
+    assert not sweep.exists()
 
 
 def test_an_interval_is_refused_in_one_line(tmp_path):
@@ -230,3 +265,49 @@ def test_a_child_of_the_requeue_handler_survives_the_requeues_sigterm():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------- hardware.wait, ired-sweep
+
+def test_wait_is_a_key_of_the_slurm_choices_that_reaches_their_launcher(tmp_path):
+    proc = run_cli("ired-train", "hardware=slurm_cpu", "hardware.wait=false", "--cfg", "all", "--resolve", cwd=tmp_path,
+                   check=True)
+    launcher = OmegaConf.create(proc.stdout).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.ired_launcher.IredSlurmLauncher" and launcher.wait is False
+    default = run_cli("ired-train", "hardware=slurm_gpu", "--cfg", "all", "--resolve", cwd=tmp_path, check=True)
+    assert OmegaConf.create(default.stdout).hydra.launcher.wait is True  # waiting stays the default
+    for args, named in ((["hardware=cpu", "hardware.wait=false"], "hardware.wait: not a key of hardware"),
+                        (["hardware=slurm_cpu", "hardware.wait=soon"], "hardware.wait: got 'soon'")):
+        bad = run_cli("ired-train", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()], bad.stderr
+        assert bad.stderr.startswith(f"ired-train: error: {named}"), bad.stderr
+
+
+@pytest.mark.parametrize("state,restarts,shown", [
+    ("PENDING", 0, "pending"), ("PENDING", 2, "requeued"), ("REQUEUE_HOLD", 1, "requeued"), ("REQUEUED", 1, "requeued"),
+    ("RUNNING", 0, "running"), ("RUNNING", 1, "running"), ("COMPLETING", 0, None), ("CANCELLED", 0, None)])
+def test_a_queued_jobs_state_in_the_sweeps_words(state, restarts, shown):
+    """A job pending after a restart is one SLURM requeued; a job on its way out is left to its run directory."""
+    assert Queued("7_1", state, restarts, "None").sweep_state == shown
+
+
+@pytest.mark.slow
+def test_ired_sweep_reads_a_sweep_and_says_a_bad_one_in_one_line(tmp_path):
+    not_a_sweep = run_cli("ired-sweep", str(tmp_path), cwd=tmp_path)
+    assert not_a_sweep.returncode == 2 and not_a_sweep.stderr.startswith("ired-sweep: error: ")
+    assert len(not_a_sweep.stderr.strip().splitlines()) == 1
+
+    sweep = tmp_path / "sweep"
+    run_cli("ired-train", "-m", *QUICK, "mining=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=True)
+    (sweep / "jobs.md").unlink()
+    # Submitted long ago: SLURM (where there is one) no longer lists the array, so its directory tells.
+    record_launch(sweep, Launch("999999", (0,), "1000000"))
+    status = run_cli("ired-sweep", str(sweep), cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "1 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", status.stdout)
+    assert [j["state"] for j in read_json(sweep / "jobs.json")] == ["finished"] and (sweep / "jobs.md").is_file()
+
+    (sweep / "slurm_jobs.json").write_text('{"version": 1, "launches": [{"nums": [0]}]}')
+    broken = run_cli("ired-sweep", str(sweep), cwd=tmp_path)
+    assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1, broken.stderr
+    assert broken.stderr.startswith(f"ired-sweep: error: {sweep / 'slurm_jobs.json'} cannot be read: ")

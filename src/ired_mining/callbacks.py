@@ -9,6 +9,7 @@ recorded them (hydra_plugins/ired_sweeper, read through sweep.job_states).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ired_mining import preemption
+from ired_mining.slurm_queue import detached
 from ired_mining.sweep import SweepError, job_states, print_table, unfinished, write_tables
 
 log = logging.getLogger("ired")
@@ -40,20 +42,34 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         global _last_unfinished
+        if detached(config):
+            # The jobs were only submitted: the cluster's follow-up job ends the sweep (end_of_sweep).
+            _last_unfinished = []
+            return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         # Hydra turns an exception in a callback into a warning and exits 0, so a broken summary
         # is recorded as a failure here rather than lost.
         _last_unfinished = [f"the summary of {sweep_dir}"]
         try:
-            states = job_states(sweep_dir)
+            _last_unfinished = end_of_sweep(sweep_dir)
         except SweepError as err:
             log.error(f"no table of the sweep's jobs: {err}")
-            return
-        print_table(states, sweep_dir)
-        write_tables(states, sweep_dir)
-        _last_unfinished = [s["name"] for s in unfinished(states)]
-        log.info(f"job states written to {sweep_dir / 'jobs.md'} and jobs.json")
-        write_study_report(sweep_dir)
+
+
+def end_of_sweep(sweep_dir: str | Path) -> list[str]:
+    """The end of a sweep whose jobs are all over: the table of their states (printed, and written
+    to jobs.md and jobs.json), then the report. Returns the jobs that did not finish.
+
+    Called by on_multirun_end in a launching process that waited, and, for a detached SLURM sweep,
+    by the follow-up job that the cluster starts once the array has ended (hydra_plugins/ired_launcher).
+    """
+    sweep_dir = Path(sweep_dir)
+    states = job_states(sweep_dir)
+    print_table(states, sweep_dir)
+    write_tables(states, sweep_dir)
+    log.info(f"job states written to {sweep_dir / 'jobs.md'} and jobs.json")
+    write_study_report(sweep_dir)
+    return [s["name"] for s in unfinished(states)]
 
 
 def write_study_report(sweep_dir: Path) -> None:
@@ -67,9 +83,14 @@ def write_study_report(sweep_dir: Path) -> None:
         log.info(f"no study report written: ired_mining.report.write_report is not available ({err})")
         return
     try:
-        write_report(sweep_dir)
+        summary = write_report(sweep_dir)
     except Exception as err:
         log.error(f"the study report failed: {type(err).__name__}: {err}; re-run it with: ired-report {sweep_dir}")
+        return
+    # The sweep's last lines: where its answer is and what it says (summary.json's verdict).
+    verdict = json.loads((sweep_dir / "summary.json").read_text()).get("verdict") or {}
+    log.info(f"report: {summary}")
+    log.info(f"verdict: {verdict.get('outcome', '?')}: {str(verdict.get('text', '')).replace('`', '')}")
 
 
 def shield_submitit_requeue() -> None:

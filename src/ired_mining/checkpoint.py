@@ -3,11 +3,14 @@
 Every file is written to a temporary name in the same directory, fsynced, then renamed, so a
 reader sees the old file or the new one, never half of one. Checkpoints are numbered by step and
 never overwritten; a file that cannot be read is reported, and is set aside (never deleted) only
-when the user asked to fall back to an older one.
+when the user asked to fall back to an older one. A write that fails (a full disk) removes its
+temporary file, leaves the old file as it was and raises WriteFailed with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -19,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ired_mining import failpoints
+
 FORMAT = "ired-mining-checkpoint/1"
 
 
@@ -28,20 +33,78 @@ class CheckpointError(RuntimeError):
 
 # ---------------------------------------------------------------- atomic files
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+class WriteFailed(RuntimeError):
+    """A file of the run could not be written (a full disk, a failing one, no permission); the
+    message is one line naming the file, the error and, for a full disk, the space it needed."""
+
+
+def write_failure(path: Path, err: OSError, size: int) -> WriteFailed:
+    message = f"could not write {path}: {err.strerror or err}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        message += f" (the write needed {_size(size)}; {_size(free_space(path.parent))} free there)"
+    return WriteFailed(message)
+
+
+def free_space(directory: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of `directory` (0 if unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes, failpoint: str = "") -> None:
+    """Write `data` to `path` so that a reader sees the old file or the new one. On any failure
+    (an OS error, a second Ctrl-C) the temporary file is removed and `path` is left as it was; an
+    OS error becomes WriteFailed. `failpoint`: where the fault drill may kill the writer half-way
+    (failpoints.py)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_name(path)
+    view = memoryview(data)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(view[: len(view) // 2])
+            failpoints.hit(failpoint)
+            f.write(view[len(view) // 2:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError):
+            raise write_failure(path, err, len(data)) from None
+        raise
     # The rename itself is durable only once the directory entry is on disk.
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in `directory` (a SIGKILL mid-write
+    cannot clean up after itself). Only safe while holding the run's lock (runlock.py): then no
+    other process is writing there."""
+    directory = Path(directory)
+    stale = sorted(directory.glob(".*.tmp-*")) if directory.is_dir() else []
+    for tmp in stale:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return stale
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -103,7 +166,7 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int) -> Path:
         raise CheckpointError(f"refusing to overwrite existing checkpoint {path}")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "step": step, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), failpoint="checkpoint-write")
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return path

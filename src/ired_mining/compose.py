@@ -32,10 +32,11 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # ================================================================ composing
 
 
-def check_command_line(argv: list[str], config_name: str = "config") -> None:
+def check_command_line(argv: list[str], config_name: str = "config") -> DictConfig | None:
     """Compose what `ired-train ARGV` will run; raise ConfigError with one line if Hydra or the
     schema refuses it. Leaves alone what it cannot judge the way Hydra will (another config
-    directory, shell completion) and HYDRA_FULL_ERROR=1 runs: Hydra reports those itself."""
+    directory, shell completion) and HYDRA_FULL_ERROR=1 runs: Hydra reports those itself.
+    Returns the composed config of a single run (not of --cfg, --info, --help or a multirun)."""
     from hydra._internal.utils import get_args_parser
 
     usage = io.StringIO()
@@ -44,7 +45,7 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
             args = get_args_parser().parse_args(argv)
     except SystemExit as exit_:
         if exit_.code == 0:  # --version printed
-            return
+            return None
         message = usage.getvalue().strip().splitlines()[-1].partition("error: ")[2]
         raise ConfigError(f"{message}; options such as -m go before the overrides, see ired-train --help") from None
     modes = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun), ("--cfg", args.cfg),
@@ -53,16 +54,34 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         raise ConfigError(f"{' and '.join(modes)}: choose one of them (ired-train --cfg job shows a single run's "
                           "config; a multirun's jobs are listed in <sweep dir>/jobs.expected.json)")
     if args.shell_completion or args.config_path or args.config_dir or os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return  # HYDRA_FULL_ERROR=1: a developer asked for Hydra's own report with its traceback
+        return None  # HYDRA_FULL_ERROR=1: a developer asked for Hydra's own report with its traceback
     try:
-        _compose_all(args.overrides, args.multirun, args.config_name or config_name)
+        composed = _compose_all(args.overrides, args.multirun, args.config_name or config_name)
     except ConfigError:
         raise
     except Exception as err:  # Hydra and OmegaConf raise many types; each becomes one line
         raise ConfigError(explain(err)) from None
+    runs = not (args.multirun or args.cfg or args.info or args.help or args.hydra_help)
+    return composed if runs else None
 
 
-def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None:
+def planned_run_dir(cfg: DictConfig) -> tuple[str, str | None] | None:
+    """The directory a single run will write to, as (path, pin): `pin` is the override that makes
+    Hydra use this very path when the configured one is computed (the default
+    outputs/${now:...}/... would resolve again, a second later, to another directory). None when
+    the path cannot be resolved before Hydra runs (it names Hydra's runtime)."""
+    try:
+        raw = cfg.hydra.run._get_node("dir")._value()
+        path = str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=True))
+    except Exception:
+        return None
+    if "${" not in str(raw):
+        return path, None
+    quoted = path.replace("\\", "\\\\").replace("'", "\\'")
+    return path, f"hydra.run.dir='{quoted}'"
+
+
+def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> DictConfig | None:
     # Hydra's config loader and basic sweeper are internals, pinned by hydra-core<1.4 (as in sweep.py).
     from hydra import initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -73,9 +92,13 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="train"):
         loader = GlobalHydra.instance().config_loader()
+        if refusal := not_an_option(loader, OverridesParser.create(config_loader=loader).parse_overrides(overrides)):
+            raise ConfigError(refusal)
         if not multirun:
-            check_against_schema(loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN))
-            return
+            cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
+            check_against_schema(cfg)
+            check_run_dir(cfg)
+            return cfg
         master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
         parser = OverridesParser.create(config_loader=loader)
         task = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
@@ -83,13 +106,43 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> None
         # (ired-train's recording sweeper) derives from another copy of the class.
         lineage = {f"{k.__module__}.{k.__qualname__}" for k in get_class(master.hydra.sweeper._target_).__mro__}
         if BASIC_SWEEPER not in lineage:
-            return  # another sweeper expands its own way; its jobs are composed when it runs them
+            return None  # another sweeper expands its own way; its jobs are composed when it runs them
         params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
         sweep = parser.parse_overrides(params + task)
         if refusal := not_a_list_of_values(sweep):
             raise ConfigError(refusal)
         for job in BasicSweeper.split_arguments(sweep, max_batch_size=None)[0]:
             check_against_schema(loader.load_sweep_config(master, job))
+        return None
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """A single run's directory its filesystem cannot make is refused here, in one line; a sweep's job
+    directories are checked by the recording sweeper, which alone knows their names."""
+    from pathlib import Path
+
+    from ired_mining.jobs_record import unmakeable
+
+    try:
+        run_dir = Path(str(cfg.hydra.run.dir))
+    except Exception:  # a resolver that only a running Hydra app has: Hydra makes it, or says why
+        return
+    if why := unmakeable(run_dir):
+        raise ConfigError(f"hydra.run.dir: the run directory cannot be made: {why}; choose a shorter one")
+
+
+def not_an_option(loader, overrides) -> str | None:
+    """Why a group override names no option (`logger=null`: Hydra's own refusal names neither the
+    group nor its options), or None."""
+    for override in overrides:
+        group = override.key_or_group
+        if override.is_sweep_override() or override.is_delete() or not loader.repository.group_exists(group):
+            continue
+        if not isinstance(override.value(), (str, list, dict)):
+            options = loader.get_group_options(group)
+            return f"{group}: {override.input_line.partition('=')[2] or 'nothing'} is not an option; choose one of: " \
+                   f"{', '.join(options)}"
+    return None
 
 
 def not_a_list_of_values(overrides) -> str | None:

@@ -105,7 +105,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scaling", action="store_true", help="MSE against the sampler's inner steps")
     parser.add_argument("--inner-steps", default=",".join(map(str, SCALING_STEPS)),
                         help="inner steps for --scaling, comma-separated (default: %(default)s)")
-    return parser.parse_args(argv)
+    # Intermixed: options and overrides in any order (`RUN --scaling sampler.inner_steps=10`).
+    return parser.parse_intermixed_args(argv)
 
 
 def parse_steps(text: str) -> list[int]:
@@ -118,15 +119,17 @@ def parse_steps(text: str) -> list[int]:
     return sorted(set(steps))
 
 
-def print_scaling(rows: list[dict], splits: list[str]) -> None:
+def print_scaling(rows: list[dict], splits: list[str], changed: list[str] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="MSE vs test-time inner steps")
-    for col in ["inner steps", *(f"{s} MSE" for s in splits), "seconds"]:
+    # The zero predictor beside each split: a model no better than it has learnt nothing there.
+    table = Table(title=" · ".join(["MSE vs test-time inner steps", *changed]))
+    for col in ["inner steps", *(c for s in splits for c in (f"{s} MSE", f"{s} zero predictor")), "seconds"]:
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["inner_steps"]), *(f"{r[f'{s}/mse']:.4g}" for s in splits), f"{r['seconds']:.3g}")
+        table.add_row(str(r["inner_steps"]), *(f"{r[f'{s}/{m}']:.4g}" for s in splits for m in ("mse", "zero_mse")),
+                      f"{r['seconds']:.3g}")
     Console().print(table)
 
 
@@ -148,13 +151,14 @@ def cli(argv: list[str]) -> None:
         atomic_write_json(out_dir / f"{stem}.json", out | {"inner_steps": steps, "results": rows})
         plot_scaling_run(rows, splits, f"{run.cfg.mining.name} · seed {run.cfg.seed} · step {run.step}",
                          out_dir / f"{stem}.png")
-        print_scaling(rows, splits)
+        print_scaling(rows, splits, overrides)
         print(f"wrote {out_dir / f'{stem}.json'} and {out_dir / f'{stem}.png'}")
         return
     metrics = run_eval(run, splits)
     path = out_dir / f"{output_name(args.overrides)}.json"
     atomic_write_json(path, record(run, run_dir, args.overrides, splits) | {"metrics": metrics})
-    print_summary({"strategy": run.cfg.mining.name, "seed": run.cfg.seed, "step": run.step, **metrics}, run_dir)
+    print_summary({"strategy": run.cfg.mining.name, "seed": run.cfg.seed, "step": run.step, **metrics}, run_dir,
+                  changed=args.overrides)
     print(f"wrote {path}")
 
 

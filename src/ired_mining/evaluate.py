@@ -23,8 +23,8 @@ from ired_mining.compose import explain
 from ired_mining.config import ConfigError, validate
 from ired_mining.data import Problems, fixed_set
 from ired_mining.diffusion import Diffusion, build_diffusion
-from ired_mining.model import EnergyMLP, build_model
-from ired_mining.rundir import RunDir
+from ired_mining.model import EnergyMLP, build_model, is_regressor
+from ired_mining.rundir import RunDir, backfill
 from ired_mining.schema import typed
 
 
@@ -45,6 +45,14 @@ def residual(x: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(a @ y - eye) / n**0.5
 
 
+def predict(model, diffusion: Diffusion, x: torch.Tensor, inner_steps: int, generator: torch.Generator,
+            step_scale: float = 1.0) -> torch.Tensor:
+    """The model's answers Ŷ to the problems x: the IRED sampler, or the regressor's forward pass."""
+    if is_regressor(model):
+        return model(x)
+    return diffusion.sample(model, x, inner_steps, generator, step_scale)
+
+
 @torch.no_grad()
 def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], inner_steps: int,
              batch_size: int, seed: int, step_scale: float = 1.0) -> dict[str, float]:
@@ -59,7 +67,7 @@ def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], 
     for name, problems in sets.items():
         problems = problems.to(device)
         y_hat = torch.cat([
-            diffusion.sample(model, problems.x[i:i + batch_size], inner_steps, generator, step_scale)
+            predict(model, diffusion, problems.x[i:i + batch_size], inner_steps, generator, step_scale)
             for i in range(0, len(problems), batch_size)
         ])
         n = model.n
@@ -71,19 +79,27 @@ def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], 
     return out
 
 
-def print_summary(summary: dict, run_dir: Path) -> None:
-    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual)."""
+def print_summary(summary: dict, run_dir: Path, changed: list[str] = ()) -> str:
+    """The final metrics of a run as a rich table (split × MSE, zero predictor, exact solver, residual),
+    titled with the settings `changed` from the run's own (ired-eval's overrides), and the run's path.
+    Returns the same as plain text, for a log file."""
+    import io
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['strategy']} · seed {summary['seed']} · {summary['step']} steps")
+    what = "regressor" if summary.get("model") == "regressor" else summary["strategy"]
+    table = Table(title=" · ".join([what, f"seed {summary['seed']}", f"{summary['step']} steps", *changed]))
     for col in ("split", "MSE", "zero predictor", "exact solver", "residual"):
         table.add_column(col, justify="right")
     for split in sorted({k.split("/")[0] for k in summary if k.endswith("/zero_mse")}):
         table.add_row(split, *(f"{summary[f'{split}/{m}']:.4g}" for m in ("mse", "zero_mse", "exact_mse", "residual")))
     console = Console()
     console.print(table)
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
+    console.print(f"run directory: [bold]{run_dir}[/bold]", soft_wrap=True)  # one line, to copy
+    plain = Console(file=io.StringIO(), width=120, color_system=None)
+    plain.print(table)
+    return plain.file.getvalue() + f"run directory: {run_dir}"
 
 
 # ================================================================ a trained run, under any evaluation setting
@@ -122,7 +138,7 @@ def apply_overrides(cfg, overrides: list[str]):
             raise EvalError(f"{item!r} is not an override; write key=value, e.g. sampler.inner_steps=20")
         new_split = key.startswith("eval.splits.") and key.count(".") == 2
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>" and not new_split:
-            raise EvalError(f"{key} is not a key of this run's config")
+            raise EvalError(not_a_key(cfg, key))
         if not key.startswith(EVAL_PREFIXES):
             raise EvalError(f"{key} cannot change at evaluation (the trained run fixes it); ired-eval "
                             f"accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}")
@@ -139,6 +155,18 @@ def apply_overrides(cfg, overrides: list[str]):
     except ConfigError as err:
         raise EvalError(str(err)) from None
     return cfg
+
+
+def not_a_key(cfg: DictConfig, key: str) -> str:
+    """The one line for an override of a key the run's config lacks: the keys its nearest existing
+    parent does have (as ired-train's refusal lists them), or what ired-eval accepts at all."""
+    parent = key.rpartition(".")[0]
+    while parent and not isinstance(OmegaConf.select(cfg, parent, default=None), DictConfig):
+        parent = parent.rpartition(".")[0]
+    if parent.partition(".")[0] + "." not in EVAL_PREFIXES:
+        return (f"{key}: not a key of this run's config; ired-eval accepts eval.*, sampler.*, hardware.* "
+                f"and {SPLIT_KEY}")
+    return f"{key}: not a key of {parent}; its keys: {', '.join(str(k) for k in OmegaConf.select(cfg, parent))}"
 
 
 def ema_weights(state: dict) -> dict:
@@ -160,9 +188,7 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     state = load_checkpoint(checkpoints[-1], "cpu")  # CheckpointError says in one line what is wrong
     if "ema" not in state or "config" not in state:
         raise EvalError(f"checkpoint {checkpoints[-1]} holds no EMA weights or config")
-    cfg = OmegaConf.create(state["config"])
-    if "backtrack" not in cfg.sampler:  # a run from before the key: the spec's descent, which it used
-        cfg.sampler.backtrack = 1.0
+    cfg = OmegaConf.create(backfill(OmegaConf.to_container(OmegaConf.create(state["config"]))))
     cfg = apply_overrides(cfg, list(overrides))
     try:
         device = pick_device(cfg)

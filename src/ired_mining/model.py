@@ -10,6 +10,11 @@ put: `bind(x, cond)` computes once what does not depend on y and returns a `Boun
 function y ↦ E(x, y, t). Its gradient in y is written out layer by layer rather than taken with
 autograd, so mining and sampling build no graph at all, and training differentiates it once
 instead of running autograd's double backward.
+
+Precision (`hardware.precision`, the keys of `PRECISIONS`): with `bf16-mixed` every matmul of the
+bound energy runs in bfloat16 (and with it the elementwise work between them), while the weights,
+their gradients, the time conditioning, and what callers receive (energies and gradients in y) stay
+in the parameters' float32. The casts are made once per `bind`, not per op.
 """
 
 from __future__ import annotations
@@ -37,11 +42,18 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class EnergyMLP(nn.Module):
-    """h1 = swish(W1[x; y]); h2, h3 = swish(W h · (1 + g(t)) + b(t)); E = ‖W4 h3‖²."""
+    """h1 = swish(W1[x; y]); h2, h3 = swish(W h · (1 + g(t)) + b(t)); E = ‖W4 h3‖².
 
-    def __init__(self, n: int, hidden: int = 512, time_dim: int = 128):
+    `depth` counts the hidden layers (3 in ired.md); every one after the first is a FiLM layer like
+    h2 and h3. The spec's layers keep their names (fc2, film2, fc3, film3) and their place in the
+    order of initialisation, so depth 3 is the spec's model, weights and state dict alike.
+    """
+
+    def __init__(self, n: int, hidden: int = 512, time_dim: int = 128, depth: int = 3):
         super().__init__()
-        self.n, self.hidden = n, hidden
+        if depth < 2:
+            raise ValueError(f"depth={depth}: the energy MLP needs at least 2 hidden layers")
+        self.n, self.hidden, self.depth = n, hidden, depth
         d = n * n
         self.time_mlp = nn.Sequential(
             SinusoidalEmbedding(time_dim),
@@ -51,41 +63,66 @@ class EnergyMLP(nn.Module):
         )
         self.fc1 = nn.Linear(2 * d, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.fc3 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, hidden) if depth >= 3 else None
         self.fc4 = nn.Linear(hidden, d)
         self.film2 = nn.Linear(time_dim, 2 * hidden)
-        self.film3 = nn.Linear(time_dim, 2 * hidden)
+        self.film3 = nn.Linear(time_dim, 2 * hidden) if depth >= 3 else None
+        # Hidden layers past the spec's three, created last so the spec's draws come first.
+        self.fc_more = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 3))
+        self.film_more = nn.ModuleList(nn.Linear(time_dim, 2 * hidden) for _ in range(depth - 3))
+        # The dtype the bound energy's matmuls run in; None: the parameters' own (PRECISIONS).
+        self.compute_dtype: torch.dtype | None = None
+
+    @property
+    def film_layers(self) -> list[tuple[nn.Linear, nn.Linear]]:
+        """(linear layer, its FiLM map of t) for each hidden layer after the first, in order."""
+        pairs = [(self.fc2, self.film2)]
+        if self.fc3 is not None:
+            pairs.append((self.fc3, self.film3))
+        return pairs + list(zip(self.fc_more, self.film_more))
 
     def conditioning(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-level affine maps of the two FiLM layers, (len(t), 4 * hidden), rows (s2, c2, s3, c3):
-        layer k computes (Wk h)·sk + ck. With gk, bk the FiLM outputs of ired.md §2 and bk' the layer's
-        own bias, (Wk h + bk')(1 + gk) + bk = (Wk h)·sk + ck for sk = 1 + gk, ck = bk + bk'·sk: the bias
-        is folded into this small table instead of costing a pass over the batch."""
+        """Per-level affine maps of the FiLM layers, (len(t), 2 * (depth − 1) * hidden), rows
+        (s2, c2, s3, c3, …): layer k computes (Wk h)·sk + ck. With gk, bk the FiLM outputs of ired.md
+        §2 and bk' the layer's own bias, (Wk h + bk')(1 + gk) + bk = (Wk h)·sk + ck for sk = 1 + gk,
+        ck = bk + bk'·sk: the bias is folded into this small table instead of costing a pass over the batch."""
         emb = self.time_mlp(t)
         rows = []
-        for film, fc in ((self.film2, self.fc2), (self.film3, self.fc3)):
+        for fc, film in self.film_layers:
             g, b = film(emb).chunk(2, dim=-1)
             scale = 1 + g
             rows += [scale, torch.addcmul(b, fc.bias, scale)]
         return torch.cat(rows, dim=-1)
+
+    @property
+    def map_count(self) -> int:
+        """Columns blocks of a conditioning row: a scale and a shift per FiLM layer."""
+        return 2 * (self.depth - 1)
 
     def bind(self, x: torch.Tensor, cond: torch.Tensor) -> BoundEnergy:
         """y ↦ E(x, y, t) for these problems and conditioning rows (one row per sample, or one for all).
 
         W1 [x; y] = W1_x x + W1_y y: the x half is computed here, once.
         """
-        return self._bound(x, cond.chunk(4, dim=-1))
+        return self._bound(x, cond.chunk(self.map_count, dim=-1))
 
     def bind_levels(self, x: torch.Tensor, table: torch.Tensor, t: torch.Tensor) -> BoundEnergy:
         """`bind` with each sample's row looked up in `table` (`conditioning` of every level) by its
-        level t. Each of the four maps is an embedding lookup of its own (its backward is a scatter-add,
+        level t. Each of the maps is an embedding lookup of its own (its backward is a scatter-add,
         where indexing's is a serial index_put on CPUs); one lookup of whole rows, split afterwards,
         would concatenate the four gradients back into whole rows on the way back."""
-        return self._bound(x, [F.embedding(t, part) for part in table.chunk(4, dim=-1)])
+        return self._bound(x, [F.embedding(t, part) for part in table.chunk(self.map_count, dim=-1)])
 
     def _bound(self, x: torch.Tensor, maps: Sequence[torch.Tensor]) -> BoundEnergy:
+        # Each weight cast once here serves every pass of the step (mining's and both loss terms');
+        # autocast would cast again at every matmul, since its cache skips views such as W.t().
+        # In the parameters' own dtype `.to` returns the tensor itself: no op, no graph node.
+        dtype = self.compute_dtype or self.fc1.weight.dtype
+        cast = lambda v: v.to(dtype)  # noqa: E731
         w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
-        return BoundEnergy(self, F.linear(x, w1x, self.fc1.bias), w1y, *maps)
+        return BoundEnergy(self, F.linear(cast(x), cast(w1x), cast(self.fc1.bias)), cast(w1y), tuple(map(cast, maps)),
+                           tuple(cast(fc.weight) for fc, _ in self.film_layers), cast(self.fc4.weight),
+                           cast(self.fc4.bias))
 
     def energy(self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Energy per sample, (batch,), given the conditioning rows of each sample's level."""
@@ -158,63 +195,112 @@ class BoundEnergy:
     model: EnergyMLP
     x_proj: torch.Tensor  # W1_x x + b1, (batch, hidden)
     w1y: torch.Tensor  # W1's y columns, (hidden, n²)
-    scale2: torch.Tensor  # the rows of `EnergyMLP.conditioning`, split
-    shift2: torch.Tensor
-    scale3: torch.Tensor
-    shift3: torch.Tensor
+    maps: tuple[torch.Tensor, ...]  # the rows of `EnergyMLP.conditioning`, split: (s2, c2, s3, c3, …)
+    weights: tuple[torch.Tensor, ...]  # the FiLM layers' weights, in the dtype the matmuls run in
+    w4: torch.Tensor
+    b4: torch.Tensor
 
     def at(self, cond: torch.Tensor) -> BoundEnergy:
         """The same problems at other levels."""
-        return BoundEnergy(self.model, self.x_proj, self.w1y, *cond.chunk(4, dim=-1))
+        maps = tuple(v.to(self.w1y.dtype) for v in cond.chunk(self.model.map_count, dim=-1))
+        return BoundEnergy(self.model, self.x_proj, self.w1y, maps, self.weights, self.w4, self.b4)
 
     def detached(self) -> BoundEnergy:
-        """The same function with its x projection, W1_y and FiLM maps cut from the graph that made
-        them (mining reuses training's). The other weights are read from the model as they are:
-        evaluate it without gradients to build no graph at all."""
-        parts = (self.x_proj, self.w1y, self.scale2, self.shift2, self.scale3, self.shift3)
-        return BoundEnergy(self.model, *(v.detach() for v in parts))
+        """The same function with every tensor it holds cut from the graph that made it (mining
+        reuses training's): evaluated without gradients, it builds no graph at all."""
+        return BoundEnergy(self.model, self.x_proj.detach(), self.w1y.detach(), tuple(v.detach() for v in self.maps),
+                           tuple(w.detach() for w in self.weights), self.w4.detach(), self.b4.detach())
 
     def _forward(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """W4 h3 + b4 and the three pre-activations the y-gradient needs."""
-        m = self.model
-        a1 = torch.addmm(self.x_proj, y, self.w1y.t())
-        a2 = _Film.apply(F.silu(a1) @ m.fc2.weight.t(), self.scale2, self.shift2)
-        a3 = _Film.apply(F.silu(a2) @ m.fc3.weight.t(), self.scale3, self.shift3)
-        return m.fc4(F.silu(a3)), (a1, a2, a3)
+        """W4 h + b4 and the pre-activations the y-gradient needs, in the compute dtype."""
+        a = torch.addmm(self.x_proj, y.to(self.w1y.dtype), self.w1y.t())
+        pre = [a]
+        for w, scale, shift in zip(self.weights, self.maps[0::2], self.maps[1::2]):
+            a = _Film.apply(F.silu(a) @ w.t(), scale, shift)
+            pre.append(a)
+        return F.linear(F.silu(a), self.w4, self.b4), tuple(pre)
+
+    @staticmethod
+    def _energy(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # Squared and summed in the caller's dtype: in bf16 the sum of n² squares would keep only
+        # ~3 digits, too few for the accept test's comparison of two nearby energies.
+        return out.to(dtype).square().sum(dim=-1)
 
     def energy(self, y: torch.Tensor) -> torch.Tensor:
-        """E per sample, (batch,)."""
+        """E per sample, (batch,), in y's dtype."""
         out, _ = self._forward(y)
-        return out.square().sum(dim=-1)
+        return self._energy(out, y.dtype)
 
     def energy_and_grad(self, y: torch.Tensor, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """E and ∇_y E. Without create_graph no graph is built, whatever the weights' flags; with it,
-        both are differentiable (in the weights, and in y where y requires grad)."""
+        """E and ∇_y E, in y's dtype. Without create_graph no graph is built, whatever the weights'
+        flags; with it, both are differentiable (in the weights, and in y where y requires grad)."""
         with torch.set_grad_enabled(create_graph):
             out, pre = self._forward(y)
-            return out.square().sum(dim=-1), self._grad(out, pre)
+            return self._energy(out, y.dtype), self._grad(out, pre).to(y.dtype)
 
     def grad(self, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """∇_y E alone (the denoiser's output), as `energy_and_grad` gives it."""
         with torch.set_grad_enabled(create_graph):
-            return self._grad(*self._forward(y))
+            return self._grad(*self._forward(y)).to(y.dtype)
 
     def _grad(self, out: torch.Tensor, pre: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Back from E = ‖out‖² to y, layer by layer: ∂E/∂h3 = 2 outᵀ W4, and so on."""
-        m, (a1, a2, a3) = self.model, pre
-        d = _SiluGrad.apply((2 * out) @ m.fc4.weight, a3) * self.scale3
-        d = _SiluGrad.apply(d @ m.fc3.weight, a2) * self.scale2
-        d = _SiluGrad.apply(d @ m.fc2.weight, a1)
+        """Back from E = ‖out‖² to y, layer by layer: ∂E/∂h_last = 2 outᵀ W4, and so on."""
+        d = 2 * out @ self.w4
+        for w, a, scale in zip(reversed(self.weights), reversed(pre[1:]), reversed(self.maps[0::2])):
+            d = _SiluGrad.apply(d, a) * scale @ w
+        d = _SiluGrad.apply(d, pre[0])
         return d @ self.w1y
 
 
-MODELS = {"mlp": EnergyMLP}
+class Regressor(nn.Module):
+    """The IRED paper's feed-forward baseline: Ŷ = f(A), an MLP of the energy model's widths
+    (depth swish layers of `hidden` units) trained on MSE against A⁻¹. No energy, no levels, no
+    sampler: it says whether a limit is the network's or IRED's."""
+
+    def __init__(self, n: int, hidden: int = 512, depth: int = 3):
+        super().__init__()
+        self.n, self.hidden, self.depth = n, hidden, depth
+        widths = [n * n] + [hidden] * depth
+        layers = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden, n * n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
-def build_model(cfg) -> EnergyMLP:
+def energy_mlp(n: int, m) -> EnergyMLP:
+    return EnergyMLP(n, hidden=m.hidden, time_dim=m.time_dim, depth=m.depth)
+
+
+def regressor(n: int, m) -> Regressor:
+    return Regressor(n, hidden=m.hidden, depth=m.depth)
+
+
+MODELS = {"mlp": energy_mlp, "regressor": regressor}  # model.name → factory; the list of valid names
+
+# hardware.precision → the dtype the bound energy's matmuls run in (None: the parameters' own).
+# Named as Lightning names them; the single list of valid values.
+PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16}
+
+
+def precision_of(cfg) -> str:
+    """hardware.precision; a config from before the key existed ran in 32."""
+    return str(cfg.hardware.get("precision", "32")) if "hardware" in cfg else "32"
+
+
+def build_model(cfg) -> EnergyMLP | Regressor:
     """The model a composed config's `model` and `dataset` groups describe (on the CPU)."""
     m = cfg.model
     if m.name not in MODELS:
         raise ValueError(f"model.name={m.name!r} is unknown; choose one of: {', '.join(MODELS)}")
-    return MODELS[m.name](cfg.dataset.n, hidden=m.hidden, time_dim=m.time_dim)
+    model = MODELS[m.name](cfg.dataset.n, m)
+    if isinstance(model, EnergyMLP):  # the regressor computes in its parameters' dtype
+        model.compute_dtype = PRECISIONS[precision_of(cfg)]
+    return model
 
+
+def is_regressor(model: nn.Module) -> bool:
+    """A direct predictor of A⁻¹ rather than an energy: trained and evaluated without the diffusion."""
+    return isinstance(model, Regressor)

@@ -4,12 +4,15 @@ This module is the one owner of that contract. Training writes through it; evalu
 eval/), the sweep's job table, the report and scripts/bench.py (the CPU's name) read through it.
 A run directory holds:
 
-    .hydra/config.yaml, overrides.yaml, hydra.yaml   the composed config (Hydra writes these)
+    .hydra/config.yaml, overrides.yaml, hydra.yaml   the composed config, written by the run itself
+                    once it may go on here (hydra.output_subdir is null), so a refused re-run
+                    leaves the record of the run that is there as it was
     train.log       everything printed, with times
     metrics.jsonl   one line per evaluation, appended; a torn last line (a kill mid-append) is skipped
     metrics.json    the final state, written atomically: finished, or failed with its error line
     checkpoints/    step_*.pt (checkpoint.py)
     eval/           ired-eval's results
+    train.lock      held by the one ired-train writing here (runlock.py); readers ignore it
 
 A directory with .hydra/ and no metrics.json is incomplete: killed, timed out, or still running.
 
@@ -17,13 +20,13 @@ Layers of the package, lowest first. A module imports only modules of its own la
 nothing imports upwards (tests/test_layers.py reads this table and checks every import, lazy ones
 included; a new module gets a line here):
 
-    ground      data, model, checkpoint, stats, rundir, jobs_record, memory, preemption
+    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, memory, preemption, interrupt, runlock, failpoints, logs
     numerics    diffusion
     strategies  mining
     settings    schema, config, compose, backend
     library     evaluate, sweep, report, graphed, trackers
     commands    callbacks, eval_cli
-    top         train
+    top         train, entry
 
 torch and checkpoint.py (which imports torch) are imported inside the functions that need them:
 writing, listing an incomplete run's checkpoints, naming the device. So the report and the sweep's
@@ -32,7 +35,10 @@ table load without torch, and run wherever run directories were copied to.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -96,12 +102,34 @@ class RunDir:
         return self.path / "metrics.json"
 
     @property
+    def lock(self) -> Path:
+        """train.lock: the one writer's lock (runlock.py)."""
+        return self.path / "train.lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
     @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
+
+    def write_record(self, config: str, hydra: str, overrides: str) -> None:
+        """.hydra/: the composed config, Hydra's own config and the shell overrides (yaml texts),
+        each written then renamed, so that a reader never sees half a record."""
+        from ired_mining.checkpoint import atomic_write_text
+
+        self.hydra_dir.mkdir(parents=True, exist_ok=True)
+        for path, text in ((self.config_yaml, config), (self.hydra_yaml, hydra), (self.overrides_yaml, overrides)):
+            atomic_write_text(path, text)
+
+    def recorded_config(self):
+        """.hydra/config.yaml as written (an OmegaConf DictConfig, LATER_KEYS filled in), or None if there is none."""
+        from omegaconf import OmegaConf
+
+        if not self.config_yaml.is_file():
+            return None
+        return OmegaConf.create(backfill(OmegaConf.to_container(OmegaConf.load(self.config_yaml))))
 
     def started(self) -> bool:
         """Hydra composed a config here: the job ran, at least until its first line."""
@@ -110,8 +138,26 @@ class RunDir:
     # ------------------------------------------------------------ metrics.jsonl
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append one line, fsynced. A write that fails (a full disk) is cut back to the lines
+        before it and raises WriteFailed, so no partial line is left behind."""
+        from ired_mining import failpoints
+        from ired_mining.checkpoint import write_failure
+
+        line = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line[: len(line) // 2])
+                failpoints.hit("metrics-line")
+                _write_all(fd, line[len(line) // 2:])
+                os.fsync(fd)
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise write_failure(self.metrics, err, len(line)) from None
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics)
@@ -158,6 +204,36 @@ class RunDir:
             return FinalState(INCOMPLETE, f"no final state ({where}): killed, timed out, or still running; "
                                           f"see {self.train_log}")
         return None
+
+
+# ================================================================ configs of older runs
+
+# Keys added after runs had been recorded without them, each with the value those runs used. One
+# owner for three readers: a run read back gets them filled in (`backfill`), and a run's fingerprint
+# leaves them out at these values (train.compat_fingerprint), so that older runs still resume and
+# a report does not take their absence for a setting that varies.
+LATER_KEYS: dict[str, object] = {
+    "sampler.backtrack": 1.0,
+    "model.depth": 3,
+    "optim.schedule": "constant",
+    "optim.min_lr": 0.0,
+}
+
+
+def backfill(cfg: dict) -> dict:
+    """A run's config (a plain dict, as read from its yaml) with every missing LATER_KEYS entry set
+    to the value the run used; the argument is changed and returned."""
+    for key, value in LATER_KEYS.items():
+        group, name = key.split(".")
+        if isinstance(cfg.get(group), dict):
+            cfg[group].setdefault(name, value)
+    return cfg
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A regular file takes all of a write or, once the disk fills up during it, a part of it.
+    if os.write(fd, data) != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -33,6 +33,7 @@ class ModelConfig:
     name: str = MISSING
     hidden: int = MISSING
     time_dim: int = MISSING
+    depth: int = MISSING
 
 
 @dataclass
@@ -53,6 +54,8 @@ class DatasetConfig:
 class OptimConfig:
     lr: float = MISSING
     betas: List[float] = MISSING
+    schedule: str = MISSING
+    min_lr: float = MISSING
 
 
 @dataclass
@@ -67,6 +70,7 @@ class HardwareConfig:
     compile: bool = MISSING
     cuda_graph: bool = MISSING
     cuda_graph_data: bool = MISSING
+    precision: str = "32"  # a default, so that configs saved before the key existed still load
     timeout_min: Optional[int] = None
     mem_gb: Optional[int] = None
     gpus_per_node: Optional[int] = None
@@ -77,6 +81,7 @@ class SlurmHardwareConfig(HardwareConfig):
     """A SLURM cluster through submitit (slurm_gpu, slurm_cpu): the keys of hydra.launcher that a
     user sets as hardware.*."""
 
+    wait: bool = MISSING
     partition: Optional[str] = MISSING
     cpus_per_task: int = MISSING
     array_parallelism: int = MISSING
@@ -189,7 +194,6 @@ register()
 
 
 # ================================================================ runs read back
-
 
 def typed(cfg: DictConfig) -> DictConfig:
     """A config read back from a run (its checkpoint or .hydra/config.yaml, plain yaml) with the

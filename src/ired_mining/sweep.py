@@ -1,6 +1,7 @@
 """A multirun's jobs and how each one ended.
 
-    python -m ired_mining.sweep multirun/2026-01-01/12-00-00     # the table of job states, again
+    ired-sweep multirun/2026-01-01/12-00-00     # the table of job states, at any time
+    python -m ired_mining.sweep multirun/2026-01-01/12-00-00     # the same
 
 The jobs are those Hydra itself expanded at launch: ired-train's sweeper records each job's number,
 overrides and run directory in <sweep dir>/jobs.expected.json before any job starts (jobs_record.py),
@@ -16,6 +17,13 @@ A job's state is read from its run directory (through ired_mining.rundir):
     incomplete  the job started (.hydra/ exists) but wrote no final state: killed, timed out, or
                 still running
     missing     no run directory
+
+While a SLURM job of the sweep is in the queue (its id recorded by the launcher, ired_mining.slurm_queue;
+read with squeue where there is one), the status command shows the queue's word instead:
+    running     SLURM runs it
+    pending     waiting to start
+    requeued    ran, and waits to run again (a time limit, a pre-emption): it resumes from its checkpoint
+The end-of-sweep table (jobs.md, jobs.json) is made once no job is queued, from the directories alone.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ired_mining.rundir import RunDir
+from ired_mining.slurm_queue import Queued, queue, read_launches, slurm_ids
 
 STATES = ("finished", "failed", "incomplete", "missing")
+QUEUE_STATES = ("running", "pending", "requeued")  # only while the job is in SLURM's queue
 
 
 class SweepError(ValueError):
@@ -78,17 +88,24 @@ def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+
     # The sweeper's params first, then the command line, as BasicSweeper.sweep orders them.
     args = [f"{k}={v}" for k, v in params.items()] + list(task)
     naming = cfg.hydra.job.config.override_dirname
     parser = OverridesParser.create()
     try:
         batches = BasicSweeper.split_arguments(parser.parse_overrides(args), max_batch_size=None)
+        # ired-train's sweeper names jobs itself where the subdir is config.yaml's default.
+        own_names = ("ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+                     and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR)
+        names = job_names(batches[0], list(naming.exclude_keys)) if own_names else None
         jobs = []
         for num, overrides in enumerate(batches[0]):
             dirname = get_overrides_dirname(parser.parse_overrides(overrides), list(naming.exclude_keys),
                                             naming.item_sep, naming.kv_sep)
-            jobs.append(Job(num, tuple(overrides), sweep_dir / _subdir(cfg, dirname, num)))
+            subdir = names[num] if names else _subdir(cfg, dirname, num)
+            jobs.append(Job(num, tuple(overrides), sweep_dir / subdir))
     except HydraException as err:
         raise SweepError(f"cannot expand the sweep of {sweep_dir / 'multirun.yaml'}: {err}") from err
     return jobs
@@ -138,6 +155,31 @@ def job_states(sweep_dir: str | Path) -> list[dict]:
     return [job_state(job) for job in expected_jobs(sweep_dir)]
 
 
+def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], list[Queued] | None]:
+    """The states with those of jobs still in SLURM's queue replaced by the queue's (running,
+    pending, requeued; their `slurm` key: id, squeue's state, restarts, reason, the step of the
+    latest evaluation in metrics.jsonl or None), and the sweep's follow-up jobs still queued. The
+    follow-ups are None when the queue cannot be read; then the states are returned as they are.
+    Raises ValueError, one line, for an unreadable slurm_jobs.json."""
+    launches = read_launches(sweep_dir)
+    listed = queue([i for launch in launches for i in launch.ids()])
+    if listed is None:
+        return states, None
+    ids = slurm_ids(sweep_dir)
+    out = []
+    for s in states:
+        q = listed.get(ids.get(s["num"], ""))
+        if q is not None and q.sweep_state is not None:
+            evaluated = [r["step"] for r in RunDir(s["dir"]).read_metrics()]  # how far it got so far
+            s = {**s, "state": q.sweep_state, "error": "", "metrics": {},
+                 "slurm": {"id": q.slurm_id, "state": q.state, "restarts": q.restarts, "reason": q.reason,
+                           "evaluated_step": evaluated[-1] if evaluated else None}}
+        out.append(s)
+    follow_ups = [listed[launch.follow_up_id] for launch in launches
+                  if launch.follow_up_id in listed and listed[launch.follow_up_id].sweep_state is not None]
+    return out, follow_ups
+
+
 def unfinished(states: list[dict]) -> list[dict]:
     return [s for s in states if s["state"] != "finished"]
 
@@ -152,13 +194,20 @@ def varying_overrides(states: list[dict]) -> list[str]:
 
 def _result(state: dict) -> str:
     m = state["metrics"]
+    if "slurm" in state:
+        q = state["slurm"]
+        return (f"SLURM {q['id']} {q['state'].lower()}" + (f", requeued {q['restarts']}×" if q["restarts"] else "")
+                + (f" ({q['reason']})" if q["reason"] not in ("", "None") else "")
+                + (f", evaluated at step {q['evaluated_step']}" if q["evaluated_step"] is not None else ""))
     if state["state"] == "finished" and "in_dist/mse" in m:
         return f"{m.get('step', '?')} steps, in_dist MSE {m['in_dist/mse']:.4g}"
     return state["error"]
 
 
 def counts(states: list[dict]) -> str:
-    return ", ".join(f"{sum(s['state'] == k for s in states)} {k}" for k in STATES)
+    """Every state of a run directory, and those of the queue that some job is in."""
+    shown = list(STATES) + [k for k in QUEUE_STATES if any(s["state"] == k for s in states)]
+    return ", ".join(f"{sum(s['state'] == k for s in states)} {k}" for k in shown)
 
 
 def print_table(states: list[dict], sweep_dir: str | Path) -> None:
@@ -166,7 +215,8 @@ def print_table(states: list[dict], sweep_dir: str | Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    colour = {"finished": "green", "failed": "red", "incomplete": "yellow", "missing": "red"}
+    colour = {"finished": "green", "failed": "red", "incomplete": "yellow", "missing": "red", "running": "blue",
+              "pending": "cyan", "requeued": "magenta"}
     table = Table(title=f"jobs of {sweep_dir}: {counts(states)}")
     for col in ("#", "job", "state", "result / error"):
         table.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
@@ -194,17 +244,25 @@ def write_tables(states: list[dict], sweep_dir: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """ired-sweep DIR: the table of job states, with SLURM's queue where there is one. Once no job
+    of the sweep is queued, it also writes jobs.md and jobs.json (as the end of the sweep does).
+    Exit 0 when every job finished, 1 otherwise, 2 for a directory that is no sweep."""
     args = sys.argv[1:] if argv is None else argv
+    prog = "ired-sweep" if Path(sys.argv[0]).name == "ired-sweep" else "ired_mining.sweep"
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m ired_mining.sweep SWEEP_DIR", file=sys.stderr)
+        print("usage: ired-sweep SWEEP_DIR   (or python -m ired_mining.sweep SWEEP_DIR)", file=sys.stderr)
         return 2
     try:
-        states = job_states(args[0])
-    except SweepError as err:
-        print(f"ired_mining.sweep: error: {err}", file=sys.stderr)
+        states, follow_ups = with_queue(job_states(args[0]), args[0])
+    except ValueError as err:  # SweepError, or slurm_jobs.json unreadable
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print_table(states, args[0])
-    write_tables(states, args[0])
+    for q in follow_ups or []:
+        print(f"the table and the report: SLURM job {q.slurm_id}, {q.state.lower()}"
+              + (f" ({q.reason})" if q.reason not in ("", "None") else ""))
+    if not follow_ups and not any(s["state"] in QUEUE_STATES for s in states):
+        write_tables(states, args[0])
     return 1 if unfinished(states) else 0
 
 

@@ -43,16 +43,73 @@ class RecordingSweeper(BasicSweeper):
     # config loader; only sweep() calls it.)
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
         from ired_mining.compose import not_a_list_of_values
+        from ired_mining.slurm_queue import detached
 
         if refusal := not_a_list_of_values(overrides):
             # Hydra's own refusal is a traceback: say it in one line (the house promise: one line on
             # stderr, exit 2), before anything is written. ired-train's check usually says it first.
             print(f"ired-train: error: {refusal}", file=sys.stderr)
             raise SystemExit(2)
+        self._refuse_while_queued()
+        if detached(self.config):
+            # Batches exist to wait between them; a detached sweep waits for nothing, so its jobs go
+            # out as one array (hydra.launcher.array_parallelism still bounds how many run at once).
+            max_batch_size = None
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
         jobs = [list(job) for batch in batches for job in batch]
-        self._record(jobs)
-        return batches
+        named = self._named(jobs)
+        subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(named)]
+        self._refuse_unmakeable(subdirs)
+        self._record(jobs, subdirs)
+        it = iter(named)  # the same jobs, each with its directory name, in the launchers' batches
+        return [[next(it) for _ in batch] for batch in batches]
+
+    def _named(self, jobs: List[List[str]]) -> List[List[str]]:
+        """Each job with `hydra.sweep.subdir='NAME'` added, NAME its short default name
+        (jobs_record.job_names), where the sweep keeps config.yaml's default subdir; a subdir the user
+        set is left to resolve as they wrote it."""
+        from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+
+        assert self.config is not None
+        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != DEFAULT_SUBDIR:
+            return jobs
+        exclude = list(self.config.hydra.job.config.override_dirname.exclude_keys)
+        # Quoted, so that Hydra reads the name as one string; job_names leaves no quote, $ or \ in it.
+        return [job + [f"hydra.sweep.subdir='{name}'"] for job, name in zip(jobs, job_names(jobs, exclude))]
+
+    def _refuse_unmakeable(self, subdirs: List[str]) -> None:
+        """A job directory its filesystem cannot make (a name over 255 bytes) stops the sweep here, in
+        one line, before anything is written or launched, rather than as an OSError in the launcher."""
+        from ired_mining.jobs_record import unmakeable
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        for num, subdir in enumerate(subdirs):
+            if why := unmakeable(sweep_dir / subdir):
+                print(f"ired-train: error: hydra.sweep.subdir: job {num}'s directory cannot be made: {why}; "
+                      f"name the jobs shorter (e.g. hydra.sweep.subdir='job_${{hydra.job.num}}') or give "
+                      f"a shorter hydra.sweep.dir", file=sys.stderr)
+                raise SystemExit(2)
+
+    def _refuse_while_queued(self) -> None:
+        """A sweep dir whose SLURM jobs (recorded by the launcher, ired_mining.slurm_queue) are still
+        queued or running is left alone: a second launch would run its jobs twice at once and
+        rewrite the record they are listed by. Where no squeue answers, the queue is unknown."""
+        from ired_mining.slurm_queue import still_queued
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            queued = still_queued(sweep_dir)
+        except ValueError as err:
+            print(f"ired-train: error: {err}", file=sys.stderr)
+            raise SystemExit(2)
+        if queued:
+            ids = ", ".join(f"{q.slurm_id} {q.sweep_state}" for q in queued[:5]) + (", ..." if len(queued) > 5 else "")
+            print(f"ired-train: error: {sweep_dir} still has {len(queued)} SLURM jobs queued or running ({ids}); "
+                  f"launch into it again once they are over (watch: ired-sweep {sweep_dir}), or cancel them: "
+                  f"scancel {' '.join(sorted({q.slurm_id.partition('_')[0] for q in queued}))}", file=sys.stderr)
+            raise SystemExit(2)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         # Every job was already composed by _record, before anything was written: a job that does not
@@ -60,12 +117,11 @@ class RecordingSweeper(BasicSweeper):
         # record and multirun.yaml as they were.
         pass
 
-    def _record(self, jobs: List[List[str]]) -> None:
+    def _record(self, jobs: List[List[str]], subdirs: List[str]) -> None:
         from ired_mining.jobs_record import write_record
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(jobs)]
         # The definition as multirun.yaml (this same config, saved next) will hold it, unresolved.
         task = OmegaConf.to_container(self.config.hydra.overrides.task, resolve=False)
         params = OmegaConf.to_container(self.config.hydra.sweeper.params or OmegaConf.create({}), resolve=False)

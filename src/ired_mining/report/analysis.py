@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ired_mining.report.grid import analyse_grid, is_grid, label_runs
+from ired_mining.report.plan import DOES_NOT_HOLD, HOLDS, Plan, Registered, judge_plan, plan_warnings, sentence
 from ired_mining.report.provenance import provenance
 from ired_mining.report.records import RunRecord
 from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Grid, Problem, Reached,
@@ -192,14 +193,15 @@ def pct(x: float, sign: bool = True, digits: int = 1) -> str:
     return f"{100 * x:+.{digits}f} %" if sign else f"{100 * x:.{digits}f} %"
 
 
-def judge(final: Final) -> Verdict:
-    """The verdict on the success criterion, from the primary split's Welch interval."""
+def judge(final: Final, treatment: str = TREATMENT) -> Verdict:
+    """The verdict on the success criterion for `treatment` against the baseline, from the primary
+    split's Welch interval."""
     primary = final.splits.get(PRIMARY_SPLIT, SplitResult({}, {}))
-    change = primary.change.get(TREATMENT)
-    n_t, n_b = (primary.stats[s].n if s in primary.stats else 0 for s in (TREATMENT, BASELINE))
+    change = primary.change.get(treatment)
+    n_t, n_b = (primary.stats[s].n if s in primary.stats else 0 for s in (treatment, BASELINE))
     if change is None or not change.welch.defined:
         return Verdict(INCONCLUSIVE, None, None, [n_t, n_b],
-                       f"cannot be judged: it needs ≥ 2 finished seeds of both `{TREATMENT}` and `{BASELINE}` "
+                       f"cannot be judged: it needs ≥ 2 finished seeds of both `{treatment}` and `{BASELINE}` "
                        f"(there are {n_t} and {n_b}).")
     welch, boot = change.welch, change.bootstrap
     outcome = verdict(welch, CRITERION)
@@ -207,7 +209,7 @@ def judge(final: Final) -> Verdict:
               FALLS_SHORT: f"the whole interval lies above {pct(CRITERION)}: the criterion is not met.",
               INCONCLUSIVE: f"the interval straddles {pct(CRITERION)}: these seeds neither confirm nor rule "
                             f"out the criterion (more seeds narrow the interval)."}[outcome]
-    text = (f"in distribution, `{TREATMENT}`'s test MSE differs from `{BASELINE}`'s by {pct(welch.point)} "
+    text = (f"in distribution, `{treatment}`'s test MSE differs from `{BASELINE}`'s by {pct(welch.point)} "
             f"(ratio of geometric means, {n_t} vs {n_b} seeds; 95 % Welch interval {pct(welch.lo)} to "
             f"{pct(welch.hi)}, {welch.df:.1f} df). The criterion is ≥ {pct(-CRITERION, sign=False, digits=0)} lower; "
             f"{reason} Bootstrap of the ratio of means: {pct(boot.point)} [{pct(boot.lo)}, {pct(boot.hi)}].")
@@ -272,8 +274,42 @@ def floor_statements(final: Final, refs: dict[str, Reference]) -> list[str]:
 
 # ================================================================ everything
 
-def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysis:
-    finished = [r for r in runs if r.finished]
+def is_regressor_run(run: RunRecord) -> bool:
+    """A run of the feed-forward baseline (model=regressor): a reference row, not a configuration."""
+    return run.config.get("model", {}).get("name") == "regressor"
+
+
+def regressor_reference(runs: list[RunRecord], splits: list[str]) -> dict[str, Stat] | None:
+    """The feed-forward baseline's final MSE per split over its finished seeds; None if the sweep has none."""
+    if not runs:
+        return None
+    return {s: summarise([r.final.get(f"{s}/mse", math.nan) for r in runs]) for s in splits}
+
+
+def registered_verdict(reg: Registered) -> Verdict:
+    """The report's verdict when a plan is registered: its primary hypothesis, judged as planned."""
+    r = reg.primary
+    outcome = {HOLDS: CLEARS, DOES_NOT_HOLD: FALLS_SHORT}.get(r.outcome, INCONCLUSIVE)
+    text = "the registered primary hypothesis: " + sentence(r, reg)
+    return Verdict(outcome, r.interval if r.interval.defined else None, None,
+                   [r.candidate_mse.n, r.baseline_mse.n], text)
+
+
+def pick_candidate(strategies: list[str], asked: str | None) -> str:
+    """The strategy the verdict is about: the one asked for; else the study's (adversarial) where the
+    sweep has it; else the sweep's one strategy besides the baseline, so that a sweep of a new
+    strategy against `none` is judged without a flag."""
+    if asked:
+        return asked
+    others = [s for s in strategies if s != BASELINE]
+    return TREATMENT if TREATMENT in others or len(others) != 1 else others[0]
+
+
+def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan | None = None,
+            candidate: str | None = None) -> Analysis:
+    everything = [r for r in runs if r.finished]
+    regressors = [r for r in everything if is_regressor_run(r)]
+    finished = [r for r in everything if not is_regressor_run(r)]
     groups, labelling = configurations(finished)
     order = list(groups)
     splits = splits_of(finished or runs)
@@ -288,19 +324,25 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str]) -> Analysi
                 warnings.append(f"{r.name}: {split}/mse is {v}; left out of that split's statistics")
     final = analyse_final(groups, splits)
     at_equal_time = equal_time(groups, splits, final.timing) if finished else None
+    treatment = pick_candidate(order, candidate)
+    registered = judge_plan(plan, finished) if plan else None  # the regressor is a reference, never an arm
+    if registered:
+        warnings += plan_warnings(registered)
     grid = None
     if labelling is not None:
         _, settings, factors, reference = labelling
         grid = analyse_grid(groups, settings, factors, reference, splits, BASELINE, PRIMARY_SPLIT, final,
                             at_equal_time)
     return Analysis(
-        sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=TREATMENT,
-        criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(finished), len(runs)),
+        sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=treatment,
+        criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(everything), len(runs)),
         references=refs, final=final, warnings=notes + warnings,
-        verdict=judge_grid(grid, final) if grid else judge(final),
+        verdict=(registered_verdict(registered) if registered else judge_grid(grid, final) if grid
+                 else judge(final, treatment)),
         floor=floor_statements(final, refs),
         equal_steps=equal_steps(groups, splits, finished) if finished else None,
         equal_time=at_equal_time,
         scaling=analyse_scaling(groups, splits),
         problems=[Problem(r.name, r.strategy, r.seed, r.status, r.error) for r in runs if not r.finished],
-        provenance=provenance(sweep_dir, runs), grid=grid)
+        provenance=provenance(sweep_dir, runs), grid=grid, registered=registered,
+        regressor=regressor_reference(regressors, splits))

@@ -17,7 +17,11 @@ def print_report(a: Analysis, console) -> None:
     else:
         title = (f"final test MSE · {a.n_runs.finished} of {a.n_runs.total} runs finished · "
                  f"change vs {a.baseline} in % [95 % CI]")
-        console.print(to_rich(main_table(a, with_timing=False), title))
+        table = to_rich(main_table(a, with_timing=False), title)
+        console.print(table)
+        if (needed := console.measure(table).maximum) > console.width:  # rich cuts no_wrap cells to fit
+            console.print(f"[yellow]this table needs {needed} columns and has {console.width}: cells are cut; "
+                          "the full table is in summary.md[/]")
     if a.final.timing:
         parts = []
         for n in a.strategies:
@@ -26,6 +30,12 @@ def print_report(a: Analysis, console) -> None:
         console.print("ms per step: " + ", ".join(parts))
     style = {CLEARS: "green", FALLS_SHORT: "red"}.get(a.verdict.outcome, "yellow")
     console.print(f"[bold {style}]verdict: {a.verdict.outcome}[/] — " + escape(a.verdict.text.replace("`", "")))
+    if a.registered:
+        from ired_mining.report.plan import sentence
+
+        for r in a.registered.results:
+            if r.role != "primary":
+                console.print("  " + escape(sentence(r, a.registered).replace("`", "").replace("**", "")))
     for line in a.floor:
         console.print(f"[yellow]{escape(line.replace('`', ''))}[/]")
     for p in a.problems:

@@ -51,7 +51,9 @@ def render_grid(a: Analysis, plots: dict[str, str]) -> list[str]:
           "gap E⁻ − E⁺ in the last stretch of training. Equal wall-clock: MSE reached by "
           f"{a.equal_time.limit:.4g} s of training (`{a.equal_time.fastest}`'s mean).", ""]
     if g.best:
-        md += [f"Best mining configuration in distribution: `{g.best}` (the verdict above is about it; a "
+        about = ("the verdict above is the registered plan's, not about it" if a.registered
+                 else "the verdict above is about it")
+        md += [f"Best mining configuration in distribution: `{g.best}` ({about}; a "
                f"configuration of `{a.baseline}` with other settings, such as a larger model, is a control: "
                "compared and corrected for, never the verdict's candidate).", ""]
     header = ["configuration", "seeds"]

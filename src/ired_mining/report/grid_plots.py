@@ -13,27 +13,38 @@ from ired_mining.report.results import Grid
 
 HEATMAP_SIZE = (11, 4.5)    # inches: 1100 × 450 px, one panel per split
 DISTANCE_SIZE = (12, 7)     # inches: 1200 × 700 px, one panel per split above the legend
+MISSING_GREY = "#bdbdbd"    # a cell of the 2-D grid with no finished run (or no finite change)
 
 
 def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> None:
-    """Change of mean-log MSE against the baseline (%) for each cell of the 2-D grid; cells not in
-    the sweep are blank. Diverging colours centred on 0: blue is better than the baseline."""
+    """Change of mean-log MSE against the baseline (%) for each cell of the 2-D grid. Diverging
+    colours centred on 0: blue is better than the baseline. A cell not in the sweep is grey, labelled
+    `no runs` (`n/a`: runs, but no change to show); the baseline's own cell is 0 %, labelled `baseline`."""
     plt = _pyplot()
     g = grid.map
     points = {p.label: p for p in grid.points}
     fig, axes = plt.subplots(1, len(splits), figsize=HEATMAP_SIZE, dpi=PLOT_DPI, squeeze=False, layout="constrained")
     for ax, split in zip(axes[0], splits):
         values = np.full((len(g.y_values), len(g.x_values)), np.nan)
+        notes = {}  # what a cell without a change shows instead
         for iy, row in enumerate(g.cells):
             for ix, label in enumerate(row):
                 change = points[label].change.get(split) if label else None
                 if change is not None and math.isfinite(change.welch.point):
                     values[iy, ix] = 100 * change.welch.point
+                elif label == baseline:
+                    values[iy, ix], notes[iy, ix] = 0.0, "baseline"  # 0 % by definition
+                else:
+                    notes[iy, ix] = "no runs" if label is None else "n/a"
         span = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
-        image = ax.imshow(values, cmap="RdBu_r", vmin=-span, vmax=span, origin="lower", aspect="auto")
+        # A missing cell in grey and said so: the colour map paints NaN white, the colour of 0 %.
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad=MISSING_GREY)
+        image = ax.imshow(values, cmap=cmap, vmin=-span, vmax=span, origin="lower", aspect="auto")
         for iy in range(values.shape[0]):
             for ix in range(values.shape[1]):
-                if math.isfinite(values[iy, ix]):
+                if (iy, ix) in notes:
+                    ax.text(ix, iy, notes[iy, ix], ha="center", va="center", fontsize=9, color="dimgrey")
+                else:
                     dark = abs(values[iy, ix]) > span / 2  # white text on the saturated cells
                     ax.text(ix, iy, f"{values[iy, ix]:+.1f} %", ha="center", va="center", fontsize=9,
                             color="white" if dark else "black")

@@ -14,6 +14,8 @@ def render_markdown(a: Analysis, plots: dict[str, str]) -> str:
     v = a.verdict
     md = [f"# IRED negative-mining study: report of `{a.sweep_dir}`", ""]
     md += [f"**Verdict: {v.outcome}.** " + v.text[0].upper() + v.text[1:], ""]
+    if a.registered:
+        md += render_registered(a)
     md += [f"{a.n_runs.finished} of {a.n_runs.total} runs finished"
            + (f"; {len(a.problems)} failed or missing, listed under *Failed and missing runs*." if a.problems else "."), ""]
     if a.floor:
@@ -24,6 +26,31 @@ def render_markdown(a: Analysis, plots: dict[str, str]) -> str:
         md += render_tables(a, plots)
     md += render_problems(a) + render_provenance(a) + render_method(a)
     return "\n".join(md) + "\n"
+
+
+def render_registered(a: Analysis) -> list[str]:
+    """The plan's hypotheses, judged as registered: the confirmatory part of the report."""
+    from ired_mining.report.plan import sentence
+
+    reg = a.registered
+    md = ["## Registered hypotheses (confirmatory)", "",
+          f"Judged as the plan `{reg.plan}` registered them before the runs: relative change of the final MSE "
+          f"(ratio of geometric means − 1), {reg.correction.capitalize()} over its {len(reg.results)} hypotheses, "
+          f"so each interval is a {100 * reg.each_level:.2f} % Welch interval and all of them cover together at "
+          f"{100 * reg.level:.0f} %; a hypothesis holds when its whole interval lies at or below "
+          f"{pct(reg.threshold, digits=0)}.", ""]
+    rows = []
+    for r in reg.results:
+        iv = r.interval
+        change = f"{pct(iv.point)} [{100 * iv.lo:+.1f}, {100 * iv.hi:+.1f}]" if iv.defined else "—"
+        rows.append([r.id, r.role, r.split, f"`{r.candidate}`", fmt_stat(r.candidate_mse), f"`{r.baseline}`",
+                     fmt_stat(r.baseline_mse), change, f"**{r.outcome}**"])
+    md += [md_table(["id", "role", "split", "candidate", "candidate MSE", "baseline", "baseline MSE",
+                     "change [simultaneous CI]", "outcome"], rows), ""]
+    md += [f"- {sentence(r, reg)}" for r in reg.results] + [""]
+    md += ["Everything below is **exploratory**: comparisons the plan did not name, with their own intervals "
+           "(and, in a grid, their own correction), which confirm nothing.", ""]
+    return md
 
 
 def render_tables(a: Analysis, plots: dict[str, str]) -> list[str]:

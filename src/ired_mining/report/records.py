@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ired_mining.rundir import RunDir
+from ired_mining.rundir import RunDir, backfill
 
 
 class ReportError(RuntimeError):
@@ -63,7 +63,7 @@ def read_scaling(eval_dir: Path) -> dict[str, dict]:
 def read_run(run_dir: Path, root: Path) -> RunRecord:
     """A run directory (one holding .hydra/config.yaml) as a RunRecord."""
     run = RunDir(run_dir)
-    cfg = load_yaml(run.config_yaml)
+    cfg = backfill(load_yaml(run.config_yaml))
     state = run.final_state()  # never None: the run started
     return RunRecord(
         name=str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,

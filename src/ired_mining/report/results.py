@@ -4,9 +4,13 @@ keys in summary.json (`Analysis.to_json()`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ired_mining.report.provenance import Provenance
 from ired_mining.stats import Interval
+
+if TYPE_CHECKING:  # plan.py builds on these records
+    from ired_mining.report.plan import Registered
 
 
 @dataclass
@@ -211,10 +215,12 @@ class Analysis:
     problems: list[Problem]
     provenance: Provenance
     grid: Grid | None = None        # None unless settings besides the strategy vary
+    registered: Registered | None = None  # the plan's hypotheses, judged (None without a plan.yaml)
+    regressor: dict[str, Stat] | None = None  # the feed-forward baseline's MSE per split, where the sweep has it
 
     def to_json(self) -> dict:
         out = asdict(self)
-        for key in ("equal_steps", "equal_time", "grid"):  # absent, not null, when no run finished / no grid
+        for key in ("equal_steps", "equal_time", "grid", "registered", "regressor"):  # absent, not null, when no run finished / no grid
             if out[key] is None:
                 del out[key]
         return out

@@ -54,6 +54,10 @@ def main_table(a: Analysis, part=None, with_timing: bool = True, with_references
             reached=part.reached[name].step if with_reached else None))
     refs = [ReferenceRow("zero predictor", [a.references[s].zero_mse for s in a.splits]),
             ReferenceRow("exact solver", [a.references[s].exact_mse for s in a.splits], detail="LAPACK")]
+    if a.regressor:  # the feed-forward baseline, where the sweep trained one (model=regressor)
+        n = a.regressor[a.splits[0]].n
+        refs.append(ReferenceRow("feed-forward regressor", [a.regressor[s].mean for s in a.splits],
+                                 detail=f"MSE on A⁻¹, mean of {n} seed{'s' * (n != 1)}"))
     return MainTable(a.splits, a.baseline, rows, refs if with_references else [], with_timing, with_reached)
 
 

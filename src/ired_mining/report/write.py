@@ -12,6 +12,7 @@ from pathlib import Path
 from ired_mining.report.analysis import BASELINE, analyse, configurations, mining_ms, strategy_order
 from ired_mining.report.console import print_report
 from ired_mining.report.markdown import render_markdown
+from ired_mining.report.plan import PLAN_FILE, find_plan
 from ired_mining.report.plots import plot_learning_curves, plot_scaling
 from ired_mining.report.records import ReportError, RunRecord, collect
 
@@ -19,10 +20,13 @@ PLOTS = {"curves": "learning_curves.png", "scaling": "scaling.png"}
 GRID_PLOTS = {"heatmap": "grid_heatmap.png", "distance": "mse_vs_negative_distance.png"}
 
 
-def write_report(sweep_dir: Path | str, console=None) -> Path:
+def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = None,
+                 candidate: str | None = None) -> Path:
     """Write summary.md, summary.json, runs.csv and the plots into `sweep_dir`; return summary.md's path.
 
-    With a rich Console, also print the main table and the verdict there.
+    With a rich Console, also print the main table and the verdict there. A registered plan (`plan`,
+    else the sweep's plan.yaml) makes the report judge its hypotheses and call the rest exploratory;
+    `candidate` names the strategy the verdict judges against `none` (analysis.pick_candidate).
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -30,7 +34,10 @@ def write_report(sweep_dir: Path | str, console=None) -> Path:
     runs, notes = collect(sweep_dir)
     if not runs:
         raise ReportError(f"no runs under {sweep_dir} (no .hydra/config.yaml below it, no multirun.yaml)")
-    a = analyse(sweep_dir, runs, notes)
+    if candidate and candidate not in {r.strategy for r in runs}:
+        raise ReportError(f"--candidate {candidate}: no run of it under {sweep_dir}; its strategies are "
+                          + ", ".join(sorted({r.strategy for r in runs})))
+    a = analyse(sweep_dir, runs, notes, find_plan(sweep_dir, plan), candidate)
     finished = [r for r in runs if r.finished]
     if finished:
         groups, _ = configurations(finished)
@@ -48,7 +55,7 @@ def write_report(sweep_dir: Path | str, console=None) -> Path:
     summary.write_text(render_markdown(a, PLOTS | GRID_PLOTS))
     if console is not None:
         print_report(a, console)
-        console.print(f"report: [bold]{summary}[/bold]")
+        console.print(f"report: [bold]{summary}[/bold]", soft_wrap=True)  # a path stays one line to copy
     return summary
 
 
@@ -81,15 +88,27 @@ def json_safe(obj):
 
 
 def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from rich.console import Console
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: ired-report SWEEP_DIR   (a multirun directory, or one run directory)",
-              file=sys.stderr if len(args) != 1 else sys.stdout)
-        sys.exit(0 if args and args[0] in ("-h", "--help") else 2)
+    parser = argparse.ArgumentParser(
+        prog="ired-report", description="Turn a sweep directory into summary.md, summary.json, runs.csv and plots.")
+    parser.add_argument("sweep_dir", help="a multirun directory, or one run directory")
+    parser.add_argument("--plan", help=f"a registered plan to judge (default: the sweep's {PLAN_FILE}, if any)")
+    parser.add_argument("--candidate", metavar="STRATEGY",
+                        help=f"the strategy the verdict judges against {BASELINE} (default: adversarial, or the "
+                             f"sweep's one other strategy); other baselines: a plan")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    if not console.is_terminal:  # piped: rich would assume 80 columns and cut the table's cells
+        console = Console(width=200)
     try:
-        write_report(args[0], console=Console())
+        write_report(args.sweep_dir, console=console, plan=args.plan, candidate=args.candidate)
     except ReportError as err:
         print(f"ired-report: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a full or read-only disk: the files written before it stay as they were
+        print(f"ired-report: error: could not write {err.filename or 'the report'}: {err.strerror or err}",
+              file=sys.stderr)
         sys.exit(1)
