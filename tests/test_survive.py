@@ -103,13 +103,16 @@ def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_
 def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
     # Steps of several seconds, so that the second Ctrl-C comes long before the next step boundary.
     run_dir = tmp_path / "run"
-    slow = ["dataset.n=16", "model.hidden=512", "train.batch_size=2048", "mining.steps=40", "train.steps=50",
+    slow = ["dataset.n=16", "model.hidden=512", "train.batch_size=2048", "mining.steps=200", "train.steps=50",
             "checkpoint.every=1", "train.log_every=1", "eval.size=64", "eval.batch_size=64", "hardware=cpu",
             "hardware.threads=1"]
     proc = start(run_dir, *slow)
     wait_for(checkpoint(run_dir, 1), proc)
+    # Into step 2 (the checkpoint's appearance is the step boundary itself, where a first Ctrl-C
+    # would be handled before a second could arrive), then both within that step.
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 130
