@@ -60,8 +60,6 @@ def validate(cfg: DictConfig) -> None:
         _require(not cfg.hardware.cuda_graph, "hardware.cuda_graph", cfg.hardware.cuda_graph,
                  "false with model=regressor (the graphed step is the energy model's)")
     _require(cfg.optim.schedule in SCHEDULES, "optim.schedule", cfg.optim.schedule, " or ".join(SCHEDULES))
-    _require(0 <= cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", cfg.optim.min_lr,
-             f"a number in [0, optim.lr={cfg.optim.lr}]")
     if cfg.optim.schedule != "constant":  # the graphed step captures the optimiser with its rate fixed
         _require(not cfg.hardware.cuda_graph, "hardware.cuda_graph", cfg.hardware.cuda_graph,
                  "false with a learning-rate schedule")
@@ -70,6 +68,8 @@ def validate(cfg: DictConfig) -> None:
     for key, value in {"optim.lr": cfg.optim.lr, "train.grad_clip": cfg.train.grad_clip,
                        "diffusion.clamp": cfg.diffusion.clamp}.items():
         _require(value > 0, key, value, "a number > 0")
+    _require(0 <= cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", cfg.optim.min_lr,
+             f"a number in [0, optim.lr={cfg.optim.lr}]")
     _require(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas",
              list(cfg.optim.betas), "two numbers in [0, 1)")
     _require(cfg.dataset.lam > 0, "dataset.lam", cfg.dataset.lam, "a number > 0 (A must be positive definite)")

@@ -59,8 +59,9 @@ def flat_hparams(cfg: DictConfig) -> dict:
 
 
 def hydra_names() -> tuple[str | None, str | None]:
-    """(group, name) from Hydra: in a multirun the sweep directory and the job's overrides; in a
-    single run no group and its overrides (None when there are none: W&B then picks a name)."""
+    """(group, name) from Hydra: in a multirun the sweep directory and the job's directory name (the
+    overrides that tell the jobs apart); in a single run no group and its overrides (None when there
+    are none: W&B then picks a name)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -69,7 +70,9 @@ def hydra_names() -> tuple[str | None, str | None]:
     hc = HydraConfig.get()
     overrides = hc.job.override_dirname or None
     if hc.mode == RunMode.MULTIRUN:
-        return hc.sweep.dir, overrides or f"job{hc.job.num}"
+        from pathlib import Path
+
+        return hc.sweep.dir, Path(hc.runtime.output_dir).name or f"job{hc.job.num}"
     return None, overrides
 
 
