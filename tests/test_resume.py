@@ -55,9 +55,9 @@ def assert_same_result(run_dir: Path, reference: dict) -> None:
     for key in METRIC_KEYS:
         assert final[key] == reference["final"][key], key  # bit for bit
     lines = read_jsonl(run_dir / "metrics.jsonl")
-    assert [ln["step"] for ln in lines] == [ln["step"] for ln in reference["lines"]]
+    assert [ln["step"] for ln in lines] == [ln["step"] for ln in reference["lines"]]  # none lost, none doubled
     for got, want in zip(lines, reference["lines"]):
-        assert got["in_dist/mse"] == want["in_dist/mse"]
+        assert got["in_dist/mse"] == want["in_dist/mse"] and got["loss/mse"] == want["loss/mse"]
 
 
 def test_sigkill_then_resume_ends_bit_for_bit_like_uninterrupted(tmp_path, reference):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, read_json, read_jsonl, run_cli
+from test_resume import assert_same_result  # bit for bit, every line, none lost or doubled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,6 @@ RUN = ["dataset.n=4", "model.hidden=32", "model.time_dim=16", "train.batch_size=
        "eval.size=64", "eval.batch_size=64", "hardware=cpu", "hardware.threads=1", "mining=adversarial"]
 # A checkpoint of this model is ~93 kB: a 200 kB disk fills up within the run.
 SMALL = [*RUN, "model.hidden=16"]
-METRIC_KEYS = ["in_dist/mse", "harder/mse", "in_dist/residual", "harder/residual", "loss/mse", "loss/energy"]
 # Seconds a run may take: generous, for a CI machine that other jobs keep busy (a niced run took
 # over 10 minutes of wall-clock here with the load at 25).
 PATIENCE = 3600
@@ -63,17 +63,6 @@ def uninterrupted(run_dir: Path, config: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     return uninterrupted(tmp_path_factory.mktemp("reference") / "run", RUN)
-
-
-def assert_same_result(run_dir: Path, reference: dict) -> None:
-    final = read_json(run_dir / "metrics.json")
-    assert final["status"] == "finished" and final["step"] == reference["final"]["step"]
-    for key in METRIC_KEYS:
-        assert final[key] == reference["final"][key], key  # bit for bit
-    lines = read_jsonl(run_dir / "metrics.jsonl")
-    assert [ln["step"] for ln in lines] == [ln["step"] for ln in reference["lines"]]  # none lost, none doubled
-    for got, want in zip(lines, reference["lines"]):
-        assert got["in_dist/mse"] == want["in_dist/mse"] and got["loss/mse"] == want["loss/mse"]
 
 
 # ================================================================ Ctrl-C and SIGTERM
