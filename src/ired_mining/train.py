@@ -316,7 +316,8 @@ class Run:
             recorded = OmegaConf.create(state["config"])
             if (was := precision_of(recorded)) != (now := precision_of(self.cfg)):  # hardware, yet it shapes the run
                 changed.append(f"hardware.precision is {now} here, {was} there")
-            held = "a finished" if self.rundir.final_state() and self.rundir.final_state().finished else "an unfinished"
+            final = self.rundir.final_state()  # a finished run continued to more steps, or an unfinished one
+            held = "a finished" if final is not None and final.finished else "an unfinished"
             raise RunDirTaken(
                 f"{self.dir} holds {held} run of other settings ({'; '.join(changed)}); resuming it "
                 f"would mix two runs: use another run directory, or that run's settings to resume it")
