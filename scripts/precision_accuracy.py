@@ -4,8 +4,10 @@ the MSE at every evaluation step both reached, with Welch's 95 % interval on log
 
     python scripts/precision_accuracy.py results/bf16/grid results/cpu_grid/sweep --json results/bf16/accuracy.json
 
-A configuration is a run directory's name without its seed and without `hardware.precision=...`
-(`+grid=none,hardware.precision=bf16-mixed,seed=0` pairs with `+grid=none,seed=0`). Unfinished
+A configuration is a run's own command-line overrides (`.hydra/overrides.yaml`) without its seed and
+without any `hardware` override (the launcher, the threads, `hardware.precision`), so that
+`+grid=none seed=0 hardware.precision=bf16-mixed` pairs with `+grid=none seed=0` whatever the two
+sweeps named their directories (a sweep names its jobs by the overrides that vary in it). Unfinished
 bf16 runs count up to the last evaluation they wrote.
 """
 
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 from ired_mining.rundir import RunDir
 from ired_mining.stats import mean_std, welch_relative_change
@@ -23,20 +26,26 @@ from ired_mining.stats import mean_std, welch_relative_change
 SPLITS = ("in_dist", "harder")
 
 
-def configuration(name: str) -> tuple[str, int] | None:
-    """(configuration, seed) of a run directory's name, or None for a directory that is not a run."""
-    m = re.fullmatch(r"(.*?),?seed=(\d+)", name)
-    if m is None:
+def configuration(run: Path) -> tuple[str, int] | None:
+    """(configuration, seed) of a run directory, or None for a directory that is not a run."""
+    overrides = run / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
         return None
-    parts = [p for p in m.group(1).split(",") if p and not p.startswith("hardware.precision=")]
-    return ",".join(parts), int(m.group(2))
+    parts, seed = [], None
+    for item in yaml.safe_load(overrides.read_text()) or []:
+        key, _, value = str(item).partition("=")
+        if key.lstrip("+~") == "seed":
+            seed = int(value)
+        elif not key.lstrip("+~").startswith("hardware"):
+            parts.append(str(item))
+    return (",".join(sorted(parts)), seed) if seed is not None else None
 
 
 def curves(sweep: Path) -> dict[str, dict[int, dict[int, dict]]]:
     """configuration → seed → step → that evaluation's metrics (metrics.jsonl)."""
     out: dict = defaultdict(dict)
     for run in sorted(p for p in sweep.iterdir() if p.is_dir()):
-        if (key := configuration(run.name)) is None:
+        if (key := configuration(run)) is None:
             continue
         lines = RunDir(run).read_metrics()
         if lines:

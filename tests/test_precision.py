@@ -162,3 +162,30 @@ def test_resume_in_another_precision_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "hardware.precision" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert sorted((run_dir / "checkpoints").iterdir()) == before
+
+
+def test_precision_accuracy_pairs_runs_by_their_overrides_not_their_directory_names(tmp_path):
+    """A sweep names its jobs by the overrides that vary in it, so a bf16 run in `seed=0` must pair
+    with the fp32 run in `+grid=none,seed=0`; the changes are then the hand-computed ratios."""
+    import precision_accuracy
+
+    def run(sweep, name, overrides, mses):
+        d = tmp_path / sweep / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (d / "metrics.jsonl").write_text("".join(
+            f'{{"step": {100 * (i + 1)}, "in_dist/mse": {m}, "harder/mse": {2 * m}}}\n' for i, m in enumerate(mses)))
+
+    for seed, (fp32, bf16) in enumerate([(0.010, 0.011), (0.020, 0.021), (0.040, 0.041)]):
+        run("fp32", f"+grid=none,seed={seed}", ["+grid=none", f"seed={seed}", "hardware=submitit_local"], [1.0, fp32])
+        run("bf16", f"seed={seed}", ["+grid=none", f"seed={seed}", "hardware=submitit_local",
+                                     "hardware.precision=bf16-mixed"], [1.0, bf16])
+    run("bf16", "seed=9", ["+grid=c0.5_k5", "seed=9"], [1.0, 1.0])  # no fp32 partner: left out
+
+    rows = precision_accuracy.compare(tmp_path / "bf16", tmp_path / "fp32")
+    assert [(r["configuration"], r["step"], r["seeds"]) for r in rows] == [("+grid=none", 100, [0, 1, 2]),
+                                                                           ("+grid=none", 200, [0, 1, 2])]
+    assert rows[0]["in_dist"]["change"] == pytest.approx(0.0, abs=1e-12)
+    geo = (1.1 * 1.05 * 1.025) ** (1 / 3) - 1  # ratio of geometric means, by hand
+    assert rows[1]["in_dist"]["change"] == pytest.approx(geo, rel=1e-9)
+    assert rows[1]["harder"]["change"] == pytest.approx(geo, rel=1e-9)
