@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             want = min(args.per_run, args.faults - sum(drill.counts.values()))
             result = drill_run(drill, base / f"run{n:03d}", want, ref)
             runs.append(result)
-            print(f"run {n}: {result['faults']} faults {dict(drill.counts)}, "
+            print(f"run {n}: {result['faults']} faults; so far {dict(sorted(drill.counts.items()))}, "
                   f"{'ok' if not result['problems'] else result['problems']}", flush=True)
             shutil.rmtree(base / f"run{n:03d}")  # the tmpfs is small
             if len(runs) > 4 * args.faults:
