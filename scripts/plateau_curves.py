@@ -38,12 +38,13 @@ def at(curve: list[dict], key: str, step: int) -> float:
 
 def table(runs: list[tuple[str, list[dict]]], steps: list[int], split: str) -> str:
     zero = runs[0][1][-1][f"{split}/zero_mse"]
-    head = ["run"] + [f"{s:,}" for s in steps] + ["last 2,000 steps"]
+    head = ["run"] + [f"{s:,}" for s in steps] + ["its last 2,000 steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, curve in runs:
         last = curve[-1]["step"]
         fall = at(curve, f"{split}/mse", last) / at(curve, f"{split}/mse", last - 2000) - 1
-        cells = [f"{at(curve, f'{split}/mse', s):.4g}" for s in steps]
+        values = [at(curve, f"{split}/mse", s) for s in steps]
+        cells = ["—" if math.isnan(v) else f"{v:.4g}" for v in values]  # the run stopped earlier
         lines.append("| " + " | ".join([label, *cells, f"{100 * fall:+.1f} %"]) + " |")
     lines.append("| zero predictor | " + " | ".join(f"{zero:.4g}" for _ in steps) + " | |")
     return "\n".join(lines)
