@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ired_mining  # noqa: F401  first: it sets a short OpenMP spin before torch loads (see its __init__)
 
+# isort: split
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402

@@ -287,9 +287,9 @@ def _describe(hint) -> str:
     if origin is typing.Union and type(None) in args:
         inner = [a for a in args if a is not type(None)]
         return f"{_describe(inner[0])} or null"
-    if origin in (list, typing.List):
+    if origin is list:
         return f"a list of {_plural(args[0])}" if args else "a list"
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         return f"a mapping of names to {_plural(args[1])}" if args else "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
 

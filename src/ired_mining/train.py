@@ -415,7 +415,7 @@ class Run:
             if at_eval:
                 last = self.evaluate()
                 self.trackers.log_eval(self.step, last)
-                log.info("step %d  " % self.step + "  ".join(
+                log.info(f"step {self.step}  " + "  ".join(
                     f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
             if at_ckpt:
                 self.checkpoint()
