@@ -13,7 +13,7 @@ import torch
 
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, cosine_schedule
-from ired_mining.evaluate import load_run
+from ired_mining.evaluate import open_run
 from ired_mining.mining import AdversarialNegatives, MiningBatch
 from ired_mining.model import EnergyMLP
 
@@ -248,7 +248,8 @@ def test_descent_rejections_script_counts_what_an_independent_descent_rejects(ti
     run = tmp_path / "run"
     run_cli("ired-train", *tiny, f"hydra.run.dir={run}", check=True)
     size, steps, corruption = 512, 4, 3.0
-    model, diffusion, cfg = load_run(run, ["hardware.device=cpu"])
+    loaded = open_run(run, ["hardware.device=cpu"])
+    model, diffusion, cfg = loaded.model, loaded.diffusion, loaded.cfg
     rates = descent_rejections.rejected_per_step(model, diffusion, cfg, corruption, steps, size, seed=0)
 
     x, t, y = descent_rejections.mining_starts(diffusion, cfg, corruption, size, seed=0)  # the same start

@@ -522,7 +522,7 @@ def app(cfg: DictConfig) -> dict:
     finally:
         if not single and runlock.holds(run_dir):
             runlock.release(run_dir)  # the next job of the sweep may run in this process
-    if summary.get("status") == "finished":
+    if summary.get("status") == FINISHED:
         # train.log too: the console's final table and path are the run's answer, kept with its log.
         logging.getLogger("ired.file").info("final metrics\n" + print_summary(summary, run_dir))
     return summary
@@ -546,7 +546,7 @@ def fail(err: Exception, run_dir: Path, cfg: DictConfig) -> dict:
         print(f"ired-train: error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(err, (ConfigError, RunDirTaken)) else 1)
     log.error(f"job failed: {message}")
-    return {"status": "failed", "error": message, "run_dir": str(run_dir)}
+    return {"status": FAILED, "error": message, "run_dir": str(run_dir)}
 
 
 def take_the_run_dir(composed: DictConfig | None) -> None:

@@ -18,7 +18,8 @@ from ired_mining.report.records import RunRecord
 from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Grid, Problem, Reached,
                                         Reference, RunCount, Scaling, ScalingCurve, SplitResult, Spread, Stat,
                                         Timing, Verdict)
-from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bonferroni_level, bootstrap_relative_change, mean_std,
+from ired_mining.rundir import flatten
+from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bonferroni_level, bootstrap_relative_change,
                                verdict, welch_relative_change)
 
 BASELINE = "none"           # the strategy every other one is compared with
@@ -62,13 +63,8 @@ def mining_ms(curve: list[dict]) -> float:
     return total / steps if steps else math.nan
 
 
-def summarise(values: list[float]) -> Stat:
-    mean, std, n = mean_std(values)
-    return Stat(mean, std, n, [float(v) for v in values])
-
-
 def spread(values: list[float]) -> Spread:
-    st = summarise(values)
+    st = Stat.of(values)
     return Spread(st.mean, st.std, st.n, st.values, min(values, default=math.nan), max(values, default=math.nan))
 
 
@@ -82,7 +78,7 @@ def compare(values: dict[str, list[float]], baseline: str = BASELINE) -> dict[st
 
 
 def split_result(values: dict[str, list[float]]) -> SplitResult:
-    return SplitResult({name: summarise(v) for name, v in values.items()}, compare(values))
+    return SplitResult({name: Stat.of(v) for name, v in values.items()}, compare(values))
 
 
 def analyse_final(groups: dict[str, list[RunRecord]], splits: list[str]) -> Final:
@@ -92,10 +88,10 @@ def analyse_final(groups: dict[str, list[RunRecord]], splits: list[str]) -> Fina
            for split in splits}
     timing = {}
     for name, runs in groups.items():
-        per_step = summarise([r.final.get("seconds_per_step", math.nan) for r in runs])
-        mine = summarise([mining_ms(r.curve) for r in runs])
+        per_step = Stat.of([r.final.get("seconds_per_step", math.nan) for r in runs])
+        mine = Stat.of([mining_ms(r.curve) for r in runs])
         timing[name] = Timing(per_step, mine, mine.mean / 1e3 / per_step.mean if per_step.mean else math.nan,
-                              summarise([r.final.get("train_seconds", math.nan) for r in runs]))
+                              Stat.of([r.final.get("train_seconds", math.nan) for r in runs]))
     return Final(out, timing)
 
 
@@ -105,8 +101,8 @@ def analyse_at(groups: dict[str, list[RunRecord]], splits: list[str], axis: str,
     reached = {}
     for name, runs in groups.items():
         rows = [value_at(r.curve, f"{splits[0]}/mse", axis, limit)[1] for r in runs]
-        reached[name] = Reached(summarise([row["step"] if row else math.nan for row in rows]),
-                                summarise([row["train_seconds"] if row else math.nan for row in rows]))
+        reached[name] = Reached(Stat.of([row["step"] if row else math.nan for row in rows]),
+                                Stat.of([row["train_seconds"] if row else math.nan for row in rows]))
     out = {split: split_result({name: [value_at(r.curve, f"{split}/mse", axis, limit)[0] for r in runs]
                                 for name, runs in groups.items()})
            for split in splits}
@@ -147,18 +143,12 @@ def references(finished: list[RunRecord], splits: list[str]) -> tuple[dict[str, 
 def varying_settings(finished: list[RunRecord]) -> list[str]:
     """Config values other than the strategy and seed that differ between runs: the protocol says
     everything else is equal, so each one found is a warning."""
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", json.dumps(v, sort_keys=True)
     # Hardware and the study's own factors may differ; the mining group's options belong to the strategy.
     seen: dict[str, set] = {}
     for r in finished:
-        for key, value in flat(r.config):
+        for key, value in flatten(r.config).items():
             if key != "seed" and not key.startswith(("mining.", "hardware.")):
-                seen.setdefault(key, set()).add(value)
+                seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
     return sorted(k for k, v in seen.items() if len(v) > 1)
 
 
@@ -283,7 +273,7 @@ def regressor_reference(runs: list[RunRecord], splits: list[str]) -> dict[str, S
     """The feed-forward baseline's final MSE per split over its finished seeds; None if the sweep has none."""
     if not runs:
         return None
-    return {s: summarise([r.final.get(f"{s}/mse", math.nan) for r in runs]) for s in splits}
+    return {s: Stat.of([r.final.get(f"{s}/mse", math.nan) for r in runs]) for s in splits}
 
 
 def registered_verdict(reg: Registered) -> Verdict:

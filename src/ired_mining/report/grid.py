@@ -17,8 +17,9 @@ from importlib.resources import files
 from omegaconf import OmegaConf
 
 from ired_mining.report.records import RunRecord
+from ired_mining.rundir import flatten
 from ired_mining.report.results import AtLimit, Final, Grid, GridChange, GridMap, GridPoint, Stat
-from ired_mining.stats import (UNDEFINED, bonferroni_level, holm, mean_interval, mean_std, welch_p_value,
+from ired_mining.stats import (UNDEFINED, bonferroni_level, holm, mean_interval, welch_p_value,
                                welch_relative_change)
 
 IGNORED = ("seed", "hardware.")  # never a factor: the replicate and where it ran
@@ -30,14 +31,8 @@ STRATEGY_KEY = "mining.name"
 def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
     """Every leaf of a config as dotted key → JSON text; a whole float is written as an integer, so
     that `corruption: 3` in one file and `3.0` in another are the same setting."""
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out |= flat_config(v, f"{prefix}{k}.")
-        else:
-            v = int(v) if isinstance(v, float) and v.is_integer() else v
-            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-    return out
+    return {k: json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v, sort_keys=True)
+            for k, v in flatten(config, prefix).items()}
 
 
 def strategy_defaults(strategy: str) -> dict[str, str]:
@@ -104,11 +99,6 @@ def last_value(curve: list[dict], key: str) -> float:
     return float(rows[-1]) if rows else math.nan
 
 
-def stat(values: list[float]) -> Stat:
-    mean, std, n = mean_std(values)
-    return Stat(mean, std, n, [float(v) for v in values])
-
-
 def corrected_changes(groups: dict[str, list[RunRecord]], baseline: str, split: str,
                       level: float = 0.95) -> tuple[dict[str, GridChange], int]:
     """Each configuration's change against the baseline on `split`: Welch's interval, the
@@ -173,9 +163,9 @@ def analyse_grid(groups: dict[str, list[RunRecord]], settings: dict[str, dict[st
             n=len(runs), mse=mse,
             mse_interval={s: list(mean_interval(mse[s].values)) for s in splits},
             change={s: changes[s][name] for s in splits if name in changes[s]},
-            neg_dist=stat([last_value(r.curve, "neg/dist") for r in runs]),
-            neg_gap=stat([last_value(r.curve, "neg/gap") for r in runs]),
-            ms_per_step=stat([1e3 * r.final.get("seconds_per_step", math.nan) for r in runs]),
+            neg_dist=Stat.of([last_value(r.curve, "neg/dist") for r in runs]),
+            neg_gap=Stat.of([last_value(r.curve, "neg/gap") for r in runs]),
+            ms_per_step=Stat.of([1e3 * r.final.get("seconds_per_step", math.nan) for r in runs]),
             equal_time_mse={s: equal_time.splits[s].stats[name] for s in splits} if equal_time else {}))
     # The verdict's candidates are the configurations that mine negatives: the study asks whether
     # mining helps, and the baseline's strategy with other settings (a larger model) is a control,
