@@ -51,13 +51,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from ired_mining.data import spd_batch  # noqa: E402
 from ired_mining.rundir import cpu_model  # noqa: E402
 from ired_mining.backend import configure_backend  # noqa: E402
+from ired_mining.mining import STRATEGIES  # noqa: E402
 from ired_mining.graphed import WARMUP_STEPS, CudaGraphs, StaticStep, data_in_graph  # noqa: E402
 from ired_mining.train import Run, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yardstick  # noqa: E402  (lives beside this script, not in the product)
-
-STRATEGIES = ("none", "random", "adversarial")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,11 @@ PRIMARY_SPLIT = "in_dist"   # the criterion's "test MSE"
 # ================================================================ statistics per group
 
 def strategy_order(names) -> list[str]:
-    """The baseline first, then the study's order, then anything else alphabetically."""
-    known = [BASELINE, "random", TREATMENT]
+    """The baseline first, then the other strategies in the registry's order (mining.STRATEGIES),
+    then anything else alphabetically."""
+    from ired_mining.mining import STRATEGIES  # here, not at the top: importing the report loads no torch
+
+    known = [BASELINE, *(s for s in STRATEGIES if s != BASELINE)]
     return [n for n in known if n in names] + sorted(n for n in names if n not in known)
 
 
