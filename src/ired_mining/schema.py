@@ -92,10 +92,15 @@ class SlurmHardwareConfig(HardwareConfig):
     additional_parameters: Dict[str, Any] = MISSING
 
 
+# The mining group's own keys, the only ones that are no option of the strategy: which strategy
+# (fixed to the registry's name) and w of the energy loss (given by the yaml).
+GROUP_KEYS = ("name", "weight")
+
+
 def strategy_schema(name: str, strategy: type) -> type:
-    """The mining group's schema for one strategy: `name` (fixed to the registry's name), `weight`
-    (w of the energy loss, given by the yaml), then the strategy's dataclass fields with their own
-    types and defaults. A strategy that is no dataclass has no options."""
+    """The mining group's schema for one strategy: GROUP_KEYS, then the strategy's dataclass fields
+    with their own types and defaults. A strategy that is no dataclass has no options."""
+    name_key, weight_key = GROUP_KEYS
     options = []
     if dataclasses.is_dataclass(strategy):
         types = typing.get_type_hints(strategy)  # mining.py's annotations are strings (PEP 563)
@@ -104,7 +109,7 @@ def strategy_schema(name: str, strategy: type) -> type:
                        else field(default=MISSING if f.default is dataclasses.MISSING else f.default))
             options.append((f.name, types[f.name], default))
     return dataclasses.make_dataclass(f"{strategy.__name__}Config",
-                                      [("name", str, field(default=name)), ("weight", float, field(default=MISSING)),
+                                      [(name_key, str, field(default=name)), (weight_key, float, field(default=MISSING)),
                                        *options])
 
 
@@ -112,8 +117,13 @@ MINING_SCHEMAS: dict[str, type] = {name: strategy_schema(name, cls) for name, cl
 
 
 def strategy_options(name: str) -> list[str]:
-    """The keys of mining.<name> that go to the strategy's class (all but name and weight)."""
-    return [f.name for f in dataclasses.fields(MINING_SCHEMAS[name])][2:]
+    """The keys of mining.<name> that go to the strategy's class (all but GROUP_KEYS)."""
+    return [f.name for f in dataclasses.fields(MINING_SCHEMAS[name]) if f.name not in GROUP_KEYS]
+
+
+def options_of(mining: DictConfig) -> dict:
+    """A composed mining group's options for its strategy's class (all but GROUP_KEYS)."""
+    return {k: v for k, v in OmegaConf.to_container(mining).items() if k not in GROUP_KEYS}
 
 
 # ================================================================ the top level

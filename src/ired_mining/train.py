@@ -36,6 +36,7 @@ from ired_mining.checkpoint import (CheckpointError, WriteFailed, fingerprint, l
                                     remove_stale_temporaries, restore_rng_state, rng_state, save_checkpoint)
 from ired_mining.compose import check_command_line, planned_run_dir
 from ired_mining.config import ConfigError, validate
+from ired_mining.schema import options_of
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
@@ -59,11 +60,6 @@ class RunDirTaken(ValueError):
 
 
 # ================================================================ building blocks
-
-def mining_options(cfg: DictConfig) -> dict:
-    """The strategy's own options: everything in the mining group but its name and loss weight."""
-    return {k: v for k, v in OmegaConf.to_container(cfg.mining).items() if k not in ("name", "weight")}
-
 
 def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
     """An averaging function for AveragedModel: a copy during warm-up, then the decay
@@ -276,7 +272,7 @@ class Run:
                                                                cfg.ema.power, cfg.ema.max_decay))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
         self.diffusion = build_diffusion(cfg, self.device)
-        self.strategy = build_strategy(cfg.mining.name, **mining_options(cfg))
+        self.strategy = build_strategy(cfg.mining.name, **options_of(cfg.mining))
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.sets = eval_sets(cfg.dataset.n, cfg.eval.size, cfg.eval.seed, dict(cfg.eval.splits))
         self.fingerprint = compat_fingerprint(cfg)
