@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -187,6 +188,28 @@ class Config:
     logger: Any = None
 
 
+# ================================================================ a job's directory name
+
+# The one hardware key that shapes a run's numbers (train.compat_fingerprint covers it): a bf16 job
+# is another run than its fp32 twin, so it keeps its place in the job's directory name.
+RUN_SHAPING_HARDWARE = ("precision",)
+
+
+def dirname_exclude_keys() -> list[str]:
+    """The overrides left out of a job's directory name (hydra.job.config.override_dirname.exclude_keys):
+    the presets, every hardware key but RUN_SHAPING_HARDWARE, and the trackers' keys. Hardware and
+    trackers do not change a run, so a sweep re-launched on another partition, with another time limit
+    or with torch.compile finds its jobs again. Derived from the hardware schemas and conf/logger/, so
+    that a key added there is left out at once (a hand-kept list drifted: hardware.compile)."""
+    hardware = [f.name for f in dataclasses.fields(SlurmHardwareConfig) if f.name not in RUN_SHAPING_HARDWARE]
+    trackers = []
+    for option in sorted((files("ired_mining") / "conf" / "logger").iterdir(), key=lambda p: p.name):
+        if option.name.endswith(".yaml"):
+            for tracker, keys in (OmegaConf.to_container(OmegaConf.load(str(option))) or {}).items():
+                trackers += [f"logger.{tracker}.{key}" for key in keys or {}]
+    return ["experiment", "hardware", *(f"hardware.{key}" for key in hardware), "logger", *trackers]
+
+
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent), as configs of no group named
     `<group>_schema` (`mining_<strategy>_schema` for mining): a group would be listed by --help
@@ -198,6 +221,8 @@ def register() -> None:
         cs.store(name=f"{name}_schema", node=node)
     for name, node in MINING_SCHEMAS.items():
         cs.store(name=f"mining_{name}_schema", node=node)
+    cs.store(name="job_dirname", node={"hydra": {"job": {"config": {"override_dirname": {
+        "exclude_keys": dirname_exclude_keys()}}}}})
 
 
 register()
