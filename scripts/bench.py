@@ -186,14 +186,14 @@ def breakdown(step, calls: int, flops: int) -> dict:
 
 
 def compiles(cfg) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.compile", default=False))
+    return bool(cfg.hardware.compile)
 
 
 BF16 = "bf16-mixed"
 
 
 def precision(cfg) -> str:
-    return str(OmegaConf.select(cfg, "hardware.precision", default="32"))
+    return str(cfg.hardware.precision)
 
 
 def with_precision(cfg, value: str):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ired_mining.data import Problems, spd_batch
 
@@ -40,11 +40,11 @@ UNTIMED = ("mine_ms",)  # host-side timings: a replay would repeat the value rec
 
 
 def enabled(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.cuda_graph", default=False))
+    return bool(cfg.hardware.cuda_graph)
 
 
 def data_in_graph(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.cuda_graph_data", default=True))
+    return bool(cfg.hardware.cuda_graph_data)
 
 
 def next_visit(step: int, cfg: DictConfig) -> int:
