@@ -52,7 +52,7 @@ from ired_mining.data import spd_batch  # noqa: E402
 from ired_mining.rundir import cpu_model  # noqa: E402
 from ired_mining.backend import configure_backend  # noqa: E402
 from ired_mining.mining import STRATEGIES  # noqa: E402
-from ired_mining.graphed import WARMUP_STEPS, CudaGraphs, StaticStep, data_in_graph  # noqa: E402
+from ired_mining.graphed import WARMUP_STEPS, CudaGraphs, StaticStep, StepParts, data_in_graph  # noqa: E402
 from ired_mining.train import Run, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -289,7 +289,9 @@ class GraphedTrainer(Trainer):
 
     def __init__(self, cfg, batch: int):
         super().__init__(OmegaConf.merge(cfg, {"hardware": {"cuda_graph": True}}), batch)
-        self.static = StaticStep(self.run, train_step, data_in_graph(self.cfg))
+        r = self.run
+        parts = StepParts(r.model, r.ema, r.optimizer, r.diffusion, r.strategy, r.generator, r.cfg, r.device)
+        self.static = StaticStep(parts, train_step, data_in_graph(self.cfg), r.step)
         self.graphs = CudaGraphs(self.static)
 
     def step(self) -> None:

@@ -365,12 +365,17 @@ class Run:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # step of the first non-finite loss
         if self.step < total and (seconds := compile_ahead(self.model, self.diffusion, self.strategy, c, self.device)):
             log.info("compiled mining and the loss terms in %.1f s (hardware.compile)", seconds)
-        graphed = graphed_steps.StepRunner(self, train_step) if graphed_steps.enabled(c) else None
+        graphed = None
+        if graphed_steps.enabled(c):
+            parts = graphed_steps.StepParts(self.model, self.ema, self.optimizer, self.diffusion, self.strategy,
+                                            self.generator, c, self.device)
+            graphed = graphed_steps.StepRunner(parts, train_step, self.step)
         tick, tick_step = time.perf_counter(), self.step
         last = {}
         while self.step < total:
             if graphed is not None:  # hardware.cuda_graph: every step up to the next log, eval or checkpoint
-                first_bad = graphed.advance(self, graphed_steps.next_visit(self.step, c))
+                until = graphed_steps.next_visit(self.step, c)
+                first_bad, self.step = graphed.advance(self.running, self.step, until), until
             else:
                 if c.optim.schedule != "constant":
                     for group in self.optimizer.param_groups:
