@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ired_mining.report.grid import analyse_grid, is_grid, label_runs
+from ired_mining.report.grid import Labelling, analyse_grid, is_grid, label_runs
 from ired_mining.report.plan import DOES_NOT_HOLD, HOLDS, Plan, Registered, judge_plan, plan_warnings, sentence
 from ired_mining.report.provenance import provenance
 from ired_mining.report.records import RunRecord
@@ -240,12 +240,12 @@ def judge_grid(grid: Grid, final: Final) -> Verdict:
     return Verdict(outcome, sim, boot, n, text)
 
 
-def configurations(finished: list[RunRecord]) -> tuple[dict[str, list[RunRecord]], tuple | None]:
+def configurations(finished: list[RunRecord]) -> tuple[dict[str, list[RunRecord]], Labelling | None]:
     """The finished runs grouped, baseline first: by strategy, or, when other settings vary too
     (a grid), by configuration label; with the grid's labelling (None if not a grid)."""
     labelling = label_runs(finished)
-    grid = is_grid(labelling[0], finished)
-    key = (lambda r: labelling[0][r.name]) if grid else (lambda r: r.strategy)  # noqa: E731
+    grid = is_grid(labelling.labels, finished)
+    key = (lambda r: labelling.labels[r.name]) if grid else (lambda r: r.strategy)  # noqa: E731
     order = strategy_order({key(r) for r in finished})
     return {name: [r for r in finished if key(r) == name] for name in order}, labelling if grid else None
 
@@ -323,9 +323,8 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan
         warnings += plan_warnings(registered)
     grid = None
     if labelling is not None:
-        _, settings, factors, reference = labelling
-        grid = analyse_grid(groups, settings, factors, reference, splits, BASELINE, PRIMARY_SPLIT, final,
-                            at_equal_time)
+        grid = analyse_grid(groups, labelling.settings, labelling.factors, labelling.reference, splits, BASELINE,
+                            PRIMARY_SPLIT, final, at_equal_time)
     return Analysis(
         sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=treatment,
         criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(everything), len(runs)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
 from importlib.resources import files
 
 from omegaconf import OmegaConf
@@ -61,8 +62,18 @@ def factors_of(runs: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
     return factors, reference
 
 
-def label_runs(runs: list[RunRecord]) -> tuple[dict[str, str], dict[str, dict[str, str]], list[str], dict[str, str]]:
-    """(run name → label, label → its factors' values, the factors, their reference values).
+@dataclass(frozen=True)
+class Labelling:
+    """The runs of a sweep labelled by configuration (label_runs); values are JSON texts (flat_config)."""
+
+    labels: dict[str, str]               # run name → its configuration's label
+    settings: dict[str, dict[str, str]]  # label → its factors' values
+    factors: list[str]                   # the keys that vary between runs (seed and hardware aside)
+    reference: dict[str, str]            # each factor's reference value
+
+
+def label_runs(runs: list[RunRecord]) -> Labelling:
+    """Each run's configuration label, and what the labels are made of (Labelling).
 
     The label is the strategy, then each of its mining options that differs from the strategy's
     default (without the `mining.` prefix), then each other factor whose value differs from the
@@ -81,7 +92,7 @@ def label_runs(runs: list[RunRecord]) -> tuple[dict[str, str], dict[str, dict[st
         parts = [r.strategy] + [f"{k.removeprefix('mining.')}={json.loads(v)}" for k, v in sorted(changed.items())]
         labels[r.name] = " ".join(parts)
         settings[labels[r.name]] = own
-    return labels, settings, factors, reference
+    return Labelling(labels, settings, factors, reference)
 
 
 def is_grid(labels: dict[str, str], runs: list[RunRecord]) -> bool:
