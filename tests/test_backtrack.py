@@ -77,7 +77,9 @@ def test_every_step_of_the_descent_follows_the_rule_by_hand(shrink):
     for steps in range(13):
         y, _ = diffusion.descend(Quadratic(a), y0, level, steps, scale, backtrack=shrink)
         for i in range(5):
-            assert y[i, 0].item() == pytest.approx(by_hand(a[i].item(), 1.0, s0, shrink, steps)[0], rel=1e-5, abs=1e-12)
+            # float32 step sizes (the diffusion's), float64 by hand: near 0 the error is absolute
+            want = by_hand(a[i].item(), 1.0, s0, shrink, steps)[0]
+            assert y[i, 0].item() == pytest.approx(want, rel=1e-5, abs=1e-9), (steps, i)
     # the stiff samples are rejected at first; only smaller steps move them
     assert (s0 * a[2:] > 2).all()
     moved = (y[2:, 0] != 1.0)
@@ -159,7 +161,9 @@ def test_the_default_descent_is_the_spec_rule_against_a_float64_reference():
         ours, e = diffusion.descend(energy, start, t, steps, scale)
         step, bound = scale * diffusion.step_size[t].double(), diffusion.clamp * diffusion.sqrt_ac[t].double()
         want = reference_descent(model, x, cond, start, step, bound, steps)
-        assert torch.allclose(ours, want, rtol=1e-9, atol=1e-12), steps
+        # float64 rounding of two ways to the gradient, over 7 steps: ~1e-8; one decision taken the
+        # other way would move a sample by a whole step (~1e-2)
+        assert torch.allclose(ours, want, rtol=1e-6, atol=1e-8), steps
         with torch.no_grad():
             assert torch.allclose(e, model.energy(x, ours, cond), rtol=1e-9, atol=1e-12)
 
