@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ired_mining  # noqa: F401  first: it sets a short OpenMP spin before torch loads (see its __init__)
 
+# isort: split
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -50,13 +51,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from ired_mining.data import spd_batch  # noqa: E402
 from ired_mining.rundir import cpu_model  # noqa: E402
 from ired_mining.backend import configure_backend  # noqa: E402
-from ired_mining.graphed import WARMUP_STEPS, CudaGraphs, StaticStep, data_in_graph  # noqa: E402
+from ired_mining.mining import STRATEGIES  # noqa: E402
+from ired_mining.graphed import WARMUP_STEPS, CudaGraphs, StaticStep, StepParts, data_in_graph  # noqa: E402
 from ired_mining.train import Run, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yardstick  # noqa: E402  (lives beside this script, not in the product)
-
-STRATEGIES = ("none", "random", "adversarial")
 
 
 @dataclass(frozen=True)
@@ -186,14 +186,14 @@ def breakdown(step, calls: int, flops: int) -> dict:
 
 
 def compiles(cfg) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.compile", default=False))
+    return bool(cfg.hardware.compile)
 
 
 BF16 = "bf16-mixed"
 
 
 def precision(cfg) -> str:
-    return str(OmegaConf.select(cfg, "hardware.precision", default="32"))
+    return str(cfg.hardware.precision)
 
 
 def with_precision(cfg, value: str):
@@ -289,7 +289,9 @@ class GraphedTrainer(Trainer):
 
     def __init__(self, cfg, batch: int):
         super().__init__(OmegaConf.merge(cfg, {"hardware": {"cuda_graph": True}}), batch)
-        self.static = StaticStep(self.run, train_step, data_in_graph(self.cfg))
+        r = self.run
+        parts = StepParts(r.model, r.ema, r.optimizer, r.diffusion, r.strategy, r.generator, r.cfg, r.device)
+        self.static = StaticStep(parts, train_step, data_in_graph(self.cfg), r.step)
         self.graphs = CudaGraphs(self.static)
 
     def step(self) -> None:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ired_mining.data import spd_batch
-from ired_mining.evaluate import load_run
+from ired_mining.evaluate import open_run
 
 
 def mining_starts(diffusion, cfg, corruption: float, size: int, seed: int):
@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for run in args.runs:
-        loaded = load_run(run, ["hardware.device=cpu"])  # the EMA weights, once per run
-        rows += [{"run": run, "corruption": c, "rejected": rejected_per_step(*loaded, c, args.steps, args.size, seed=0)}
+        loaded = open_run(run, ["hardware.device=cpu"])  # the EMA weights, once per run
+        rows += [{"run": run, "corruption": c,
+                  "rejected": rejected_per_step(loaded.model, loaded.diffusion, loaded.cfg, c, args.steps, args.size,
+                                                seed=0)}
                  for c in corruptions]
     table = Table(title="Rejected descent steps (fraction of samples), EMA weights")
     for col in ["run", "corruption", *(f"step {k}" for k in range(1, args.steps + 1))]:

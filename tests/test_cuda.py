@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 
 from ired_mining.checkpoint import checkpoint_path
 from ired_mining.data import spd_batch
-from ired_mining.graphed import StepRunner
+from ired_mining.graphed import StepParts, StepRunner
 from ired_mining.train import Run, train_step
 from test_graphed import SETTINGS, assert_same_state, metrics
 
@@ -90,12 +90,13 @@ def test_nan_guard_inside_the_graph_names_the_first_bad_step(tmp_path):
     """Weights set to NaN between replays (the graph reads them in place): the flag the graph keeps
     names the first bad step, not the step at which the host looks."""
     run = make_run(tmp_path, "run", "hardware.cuda_graph=true")
-    runner = StepRunner(run, train_step)
-    assert int(runner.advance(run, 10)) == -1
+    parts = StepParts(run.model, run.ema, run.optimizer, run.diffusion, run.strategy, run.generator, run.cfg, run.device)
+    runner = StepRunner(parts, train_step, run.step)
+    assert int(runner.advance(run.running, run.step, 10)) == -1
     assert runner.graphs.step_graph is not None  # recorded: steps 4 … 10 were replays
     with torch.no_grad():
         run.model.fc4.weight[0, 0] = float("nan")
-    assert int(runner.advance(run, 15)) == 11
+    assert int(runner.advance(run.running, 10, 15)) == 11
 
 
 @pytest.mark.parametrize("lam", [0.5, 0.1])

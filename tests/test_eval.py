@@ -85,10 +85,11 @@ def test_overrides_go_before_or_after_the_options(run_dir, tmp_path):
     assert [r["in_dist/mse"] for r in got["results"]] == [r["in_dist/mse"] for r in want["results"]]
 
 
-def test_load_run_in_python(run_dir):
-    from ired_mining.evaluate import load_run
+def test_open_run_in_python(run_dir):
+    from ired_mining.evaluate import open_run
 
-    model, diffusion, cfg = load_run(run_dir)
+    run = open_run(run_dir)
+    model, diffusion, cfg = run.model, run.diffusion, run.cfg
     x = torch.eye(cfg.dataset.n).flatten()[None].repeat(3, 1) * 2  # A = 2I, so A⁻¹ = I/2
     y_hat = diffusion.sample(model, x, cfg.sampler.inner_steps)
     assert y_hat.shape == (3, cfg.dataset.n**2) and torch.isfinite(y_hat).all()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from conftest import TINY, read_json, read_jsonl, run_cli
+from conftest import TINY, read_json, run_cli
 from ired_mining.checkpoint import checkpoint_path
 from ired_mining.data import inverse_by_triangular_solve, spd_batch
 from ired_mining.graphed import next_visit

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from ired_mining.checkpoint import save_checkpoint
-from ired_mining.rundir import FAILED, FINISHED, INCOMPLETE, Environment, RunDir, cpu_model
+from ired_mining.rundir import FAILED, FINISHED, INCOMPLETE, Environment, RunDir
 
 
 def test_metrics_lines_come_back_and_a_torn_last_line_is_skipped(tmp_path):
@@ -71,9 +72,24 @@ def test_only_finished_or_failed_is_written(tmp_path):
 
 
 def test_environment_names_the_cpu_and_the_threads():
-    env = Environment.of(torch.device("cpu")).as_dict()
-    assert env["device"] == "cpu" and env["device_name"] == cpu_model() and env["device_name"]
-    assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
+    # Each value against a source of its own: a thread count set here, the modules' own version
+    # strings, the host's name from the socket module, the CPU as /proc/cpuinfo spells it.
+    import socket
+
+    import hydra
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        env = Environment.of(torch.device("cpu")).as_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert env["device"] == "cpu" and env["threads"] == 3
+    assert env["torch"] == torch.__version__ and env["hydra"] == hydra.__version__
+    assert env["python"] == sys.version.split()[0] and env["host"] == socket.gethostname()
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if "model name" in cpuinfo:  # Linux on x86: the CPU's name is that line's
+        assert f": {env['device_name']}\n" in cpuinfo
     assert set(env) == {"python", "torch", "hydra", "device", "device_name", "threads", "host"}
 
 

@@ -17,6 +17,7 @@ from conftest import TINY, run_cli
 from ired_mining import schema
 from ired_mining.compose import check_against_schema
 from ired_mining.config import CONF, ConfigError, group_choices
+from ired_mining.jobs_record import job_names
 from ired_mining.mining import STRATEGIES
 
 
@@ -166,3 +167,33 @@ def test_bad_job_of_a_sweep_is_refused_before_any_job_runs(tmp_path, args, messa
 
 def test_a_sweep_outside_multirun_is_one_line(tmp_path):
     assert_refused(tmp_path, ["seed=0,1"], "seed: seed=0,1 sweeps over values, which needs -m")
+
+
+# ================================================================ a job's directory name
+
+
+def hardware_keys() -> list[str]:
+    """Every key some hardware option sets, read off conf/hardware/*.yaml (not off the schema that
+    the exclude list is derived from)."""
+    return sorted({key for option in HARDWARE
+                   for key in yaml.safe_load((CONF / "hardware" / f"{option}.yaml").read_text())["hardware"]})
+
+
+def names_with(key: str | None) -> list[str]:
+    """The directory names ired-train's sweeper gives two jobs that differ in their seed and, where
+    `key` is given, in hardware.<key> too, under the exclude list Hydra composes."""
+    exclude = list(compose_cfg([]).hydra.job.config.override_dirname.exclude_keys)
+    jobs = [["seed=0"], ["seed=1"]]
+    if key:
+        jobs = [[*job, f"hardware.{key}={value}"] for job, value in zip(jobs, ("a", "b"))]
+    return job_names(jobs, exclude)
+
+
+@pytest.mark.parametrize("key", [k for k in hardware_keys() if k != "precision"])
+def test_a_hardware_override_never_changes_a_jobs_directory_name(key):
+    # A re-launch on other hardware (another partition, a time limit, torch.compile) finds its jobs.
+    assert names_with(key) == names_with(None) == ["seed=0", "seed=1"]
+
+
+def test_precision_shapes_the_run_so_it_stays_in_the_name():
+    assert names_with("precision") == ["hardware.precision=a,seed=0", "hardware.precision=b,seed=1"]

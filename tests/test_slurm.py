@@ -166,7 +166,7 @@ def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_r
         jobs = wait_for("the sweep to start", lambda: (sweep / "multirun.yaml").exists() and expected_jobs(sweep))
         slurm_ids = []
         for job in jobs:
-            wait_for(f"a checkpoint of job {job.num}", lambda: list((job.dir / "checkpoints").glob("step_*.pt")))
+            wait_for(f"a checkpoint of job {job.num}", lambda job=job: list((job.dir / "checkpoints").glob("step_*.pt")))
             slurm_ids.append(launcher_job_id(job.dir))
         interrupted_at = [len(read_jsonl(j.dir / "metrics.jsonl")) if (j.dir / "metrics.jsonl").exists() else 0
                           for j in jobs]

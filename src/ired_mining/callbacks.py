@@ -73,15 +73,12 @@ def end_of_sweep(sweep_dir: str | Path) -> list[str]:
 
 
 def write_study_report(sweep_dir: Path) -> None:
-    """The study's report (ired_mining.report.write_report), if this installation has one.
+    """The study's report (ired_mining.report.write_report).
 
     Its failure is logged, not raised: the runs are done and the report can be re-run by hand.
     """
-    try:
-        from ired_mining.report import write_report
-    except ImportError as err:
-        log.info(f"no study report written: ired_mining.report.write_report is not available ({err})")
-        return
+    from ired_mining.report import write_report  # here: a job's start need not load the report
+
     try:
         summary = write_report(sweep_dir)
     except Exception as err:
@@ -103,7 +100,7 @@ def shield_submitit_requeue() -> None:
     A child inherits an ignored signal, so SIGTERM is ignored while submitit's handler runs (submitit
     ignores it in the job itself anyway; SIGKILL still ends the job KillWait seconds later).
     """
-    usr_sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    usr_sig = preemption.time_limit_signal()
     handler = signal.getsignal(usr_sig) if usr_sig is not None else None
     if not callable(handler):
         return

@@ -92,7 +92,8 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="train"):
         loader = GlobalHydra.instance().config_loader()
-        if refusal := not_an_option(loader, OverridesParser.create(config_loader=loader).parse_overrides(overrides)):
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+        if refusal := not_an_option(loader, parsed) or (None if multirun else a_sweep_without_m(parsed)):
             raise ConfigError(refusal)
         if not multirun:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
@@ -142,6 +143,21 @@ def not_an_option(loader, overrides) -> str | None:
             options = loader.get_group_options(group)
             return f"{group}: {override.input_line.partition('=')[2] or 'nothing'} is not an option; choose one of: " \
                    f"{', '.join(options)}"
+    return None
+
+
+def a_sweep_without_m(overrides) -> str | None:
+    """Why a single run cannot take these parsed overrides (a sweep, which needs -m), or None: read
+    off the parsed overrides, as Hydra's own check does, since its refusal is a message without fields."""
+    from hydra.core.override_parser.types import ValueType
+
+    for override in overrides:
+        if override.is_sweep_override():
+            line = override.input_line
+            key = line.partition("=")[0]
+            if override.value_type == ValueType.SIMPLE_CHOICE_SWEEP:  # a,b: a list or a sweep, Hydra asks
+                return f"{key}: {line} sweeps over values, which needs -m (ired-train -m ...); for a list write {key}=[...]"
+            return f"{key}: {line} is a sweep, which needs -m (ired-train -m ...)"
     return None
 
 
@@ -229,10 +245,8 @@ def explain(err: BaseException) -> str:
             return f"{key}: not a key of {_where(e, key)}; {_keys_of(e, key)}"
         if isinstance(e, InterpolationResolutionError):
             return f"{key}: does not resolve ({str(e).splitlines()[0]})"
-    if m := re.match(r"Ambiguous value for argument '(([^=]*)=.*)'", first_line):
-        return f"{m[2]}: {m[1]} sweeps over values, which needs -m (ired-train -m ...); for a list write {m[2]}=[...]"
-    if m := re.match(r"Sweep parameters '(([^=]*)=.*)' requires --multirun", first_line):
-        return f"{m[2]}: {m[1]} is a sweep, which needs -m (ired-train -m ...)"
+    # Hydra raises these as ConfigCompositionException with a message and no fields (hydra-core 1.3),
+    # so their wording is all there is to read; a sweep without -m is caught before (a_sweep_without_m).
     if m := re.match(r"Could not append to config. An item is already at '(.*)'", first_line):
         return f"{m[1]}: already set; override it without the + ({m[1]}=VALUE)"
     if m := re.match(r"Could not delete from config. '(.*)' does not exist", first_line):
@@ -287,9 +301,9 @@ def _describe(hint) -> str:
     if origin is typing.Union and type(None) in args:
         inner = [a for a in args if a is not type(None)]
         return f"{_describe(inner[0])} or null"
-    if origin in (list, typing.List):
+    if origin is list:
         return f"a list of {_plural(args[0])}" if args else "a list"
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         return f"a mapping of names to {_plural(args[1])}" if args else "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from ired_mining.mining import STRATEGIES
 from ired_mining.model import MODELS, PRECISIONS
-from ired_mining.schema import strategy_options
+from ired_mining.schema import GROUP_KEYS, strategy_options
 
 
 class ConfigError(ValueError):
@@ -75,7 +75,7 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.dataset.lam > 0, "dataset.lam", cfg.dataset.lam, "a number > 0 (A must be positive definite)")
     _require(cfg.mining.name in STRATEGIES, "mining.name", cfg.mining.name, f"one of {', '.join(STRATEGIES)}")
     # The group's keys are one strategy's options; a renamed strategy would get another's.
-    options = sorted(set(cfg.mining) - {"name", "weight"})
+    options = sorted(set(cfg.mining) - set(GROUP_KEYS))
     _require(options == sorted(strategy_options(cfg.mining.name)), "mining.name", cfg.mining.name,
              f"the strategy of the mining group chosen; pick a strategy with mining={cfg.mining.name}")
     _require(cfg.mining.weight >= 0, "mining.weight", cfg.mining.weight, "a number ≥ 0")

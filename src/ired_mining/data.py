@@ -19,7 +19,7 @@ class Problems:
     x: torch.Tensor  # (batch, n*n) float32
     y: torch.Tensor  # (batch, n*n) float32
 
-    def to(self, device: torch.device | str) -> "Problems":
+    def to(self, device: torch.device | str) -> Problems:
         return Problems(self.x.to(device), self.y.to(device))
 
     def __len__(self) -> int:

@@ -41,7 +41,6 @@ class Diffusion:
     def __init__(self, schedule: Schedule, device: torch.device | str = "cpu",
                  clamp: float = 2.0, descent_scale: float = 1.0, sample_backtrack: float = 1.0):
         col = lambda v: v.to(device=device, dtype=torch.float32)[:, None]  # noqa: E731
-        self.schedule = schedule
         self.num_steps = schedule.num_steps
         self.sqrt_ac = col(schedule.alphas_cumprod.sqrt())
         self.sqrt_1m_ac = col((1 - schedule.alphas_cumprod).sqrt())

@@ -2,9 +2,9 @@
 (what training calls), and a trained run loaded again for evaluation under any setting. The
 `ired-eval` command line over this library is eval_cli.py.
 
-    from ired_mining.evaluate import load_run
-    model, diffusion, cfg = load_run("outputs/2026-11-26/10-00-00")    # the EMA model, on cfg's device
-    y_hat = diffusion.sample(model, x, cfg.sampler.inner_steps)         # x: (batch, n*n) matrices A
+    from ired_mining.evaluate import open_run
+    run = open_run("outputs/2026-11-26/10-00-00")    # the EMA model, on cfg's device (a LoadedRun)
+    y_hat = run.diffusion.sample(run.model, x, run.cfg.sampler.inner_steps)   # x: (batch, n*n) matrices A
 """
 
 from __future__ import annotations
@@ -176,7 +176,9 @@ def ema_weights(state: dict) -> dict:
 
 
 def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
-    """The newest checkpoint's EMA model of a run, with its config and the overrides applied."""
+    """A trained run: its EMA model from the newest checkpoint on the device cfg.hardware.device
+    picks, the diffusion it was trained with, and its config with `overrides` such as
+    "sampler.inner_steps=20" or "hardware.device=cpu" applied."""
     # The same builders as training (device, backend settings, diffusion), so the numbers reproduce.
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -198,14 +200,6 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> LoadedRun:
     model = build_model(cfg)
     model.load_state_dict(ema_weights(state))
     return LoadedRun(model.to(device).eval(), build_diffusion(cfg, device), cfg, checkpoints[-1], int(state["step"]))
-
-
-def load_run(run_dir: str | Path, overrides: list[str] = ()):
-    """(model, diffusion, cfg) of a trained run: its EMA model from the newest checkpoint on the
-    device cfg.hardware.device picks, the diffusion it was trained with, and its config (with
-    `overrides` such as "sampler.inner_steps=20" or "hardware.device=cpu" applied)."""
-    run = open_run(run_dir, overrides)
-    return run.model, run.diffusion, run.cfg
 
 
 def run_eval(run: LoadedRun, splits: list[str] | None = None) -> dict[str, float]:

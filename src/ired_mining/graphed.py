@@ -27,9 +27,10 @@ whether it can record the data route (scripts/gpu_check.sh sets the switch from 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ired_mining.data import Problems, spd_batch
 
@@ -40,11 +41,11 @@ UNTIMED = ("mine_ms",)  # host-side timings: a replay would repeat the value rec
 
 
 def enabled(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.cuda_graph", default=False))
+    return bool(cfg.hardware.cuda_graph)
 
 
 def data_in_graph(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.cuda_graph_data", default=True))
+    return bool(cfg.hardware.cuda_graph_data)
 
 
 def next_visit(step: int, cfg: DictConfig) -> int:
@@ -56,32 +57,45 @@ def next_visit(step: int, cfg: DictConfig) -> int:
 
 # ================================================================ the step over static buffers
 
+@dataclass(frozen=True)
+class StepParts:
+    """What the graphed step reads and updates in place: a run's model, its EMA (AveragedModel),
+    optimiser, diffusion, strategy, generator, config and device (train.Run holds them)."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    diffusion: object
+    strategy: object
+    generator: torch.Generator
+    cfg: DictConfig
+    device: torch.device
+
+
 class StaticStep:
-    """One training step, the EMA update and the loop's bookkeeping, in place on the device.
+    """One training step, the EMA update and the loop's bookkeeping, in place on the device, from
+    step `start` on. `train_step` is train.train_step, passed in so that this module does not import
+    the loop's."""
 
-    `run` is train.Run (its model, EMA, optimiser, diffusion, strategy, generator and config);
-    `train_step` is train.train_step, passed in so that this module does not import the loop's.
-    """
-
-    def __init__(self, run, train_step, data_in_graph: bool):
-        c, device = run.cfg, run.device
-        self.run, self.train_step, self.data_in_graph = run, train_step, data_in_graph
+    def __init__(self, parts: StepParts, train_step, data_in_graph: bool, start: int):
+        c, device = parts.cfg, parts.device
+        self.parts, self.train_step, self.data_in_graph = parts, train_step, data_in_graph
         self.x = torch.zeros(c.train.batch_size, c.dataset.n ** 2, device=device)
         self.y = torch.zeros_like(self.x)
-        self.step_t = torch.tensor(run.step, device=device)
+        self.step_t = torch.tensor(start, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
 
     def draw(self) -> None:
         """The step's problems, drawn eagerly into the static buffers (data outside the graph)."""
-        c = self.run.cfg
-        problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.run.generator)
+        c = self.parts.cfg
+        problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.parts.generator)
         self.x.copy_(problems.x)
         self.y.copy_(problems.y)
 
     def step(self) -> None:
-        r, c = self.run, self.run.cfg
+        r, c = self.parts, self.parts.cfg
         if self.data_in_graph:
             problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, r.generator, capture_safe=True)
         else:
@@ -100,7 +114,7 @@ class StaticStep:
     def ema_update(self) -> None:
         """AveragedModel.update_parameters with the same arithmetic, written without its host-side
         branch on the update count (a copy on the first update, the run's avg_fn after)."""
-        ema, model = self.run.ema, self.run.model
+        ema, model = self.parts.ema, self.parts.model
         n = ema.n_averaged
         with torch.no_grad():
             for p_avg, p in zip(ema.parameters(), model.parameters()):
@@ -150,12 +164,12 @@ class CudaGraphs:
         if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
             raise RuntimeError(f"hardware.cuda_graph needs torch ≥ 2.4 (graph-safe generators); this is {torch.__version__}")
         self.static = static
-        self.device = static.run.device
+        self.device = static.parts.device
         self.side = torch.cuda.Stream(self.device)
         self.warmup_left = WARMUP_STEPS
         self.step_graph: torch.cuda.CUDAGraph | None = None
         self.ema_graph: torch.cuda.CUDAGraph | None = None
-        make_capturable(static.run.optimizer)
+        make_capturable(static.parts.optimizer)
 
     def _eager(self, fn) -> None:
         self.side.wait_stream(torch.cuda.current_stream(self.device))
@@ -170,11 +184,11 @@ class CudaGraphs:
             return
         if self.step_graph is None:
             graph = torch.cuda.CUDAGraph()
-            graph.register_generator_state(self.static.run.generator)
+            graph.register_generator_state(self.static.parts.generator)
             with torch.cuda.graph(graph):  # records only: nothing runs, the generator does not move
                 self.static.step()
             self.step_graph = graph
-            make_capturable(self.static.run.optimizer, on=False)
+            make_capturable(self.static.parts.optimizer, on=False)
             log.info("recorded the training step as a CUDA graph (hardware.cuda_graph)")
         self.step_graph.replay()
 
@@ -195,28 +209,28 @@ class CudaGraphs:
 class StepRunner:
     """The loop's steps between two visits (hardware.cuda_graph): graphed on CUDA, eager elsewhere."""
 
-    def __init__(self, run, train_step):
-        self.static = StaticStep(run, train_step, data_in_graph(run.cfg))
-        self.graphs = CudaGraphs(self.static) if run.device.type == "cuda" else None
+    def __init__(self, parts: StepParts, train_step, start: int):
+        self.static = StaticStep(parts, train_step, data_in_graph(parts.cfg), start)
+        self.graphs = CudaGraphs(self.static) if parts.device.type == "cuda" else None
         if self.graphs is None:
-            log.info("hardware.cuda_graph on %s: the static-buffer step runs eagerly (no CUDA graph)", run.device)
+            log.info("hardware.cuda_graph on %s: the static-buffer step runs eagerly (no CUDA graph)", parts.device)
 
-    def advance(self, run, until: int) -> torch.Tensor:
-        """Steps run.step + 1 … `until`, EMA updates on their schedule, the running sums handed back
-        to the loop; returns the (device) step of the first non-finite loss or gradient, −1 if none."""
-        s, every = self.static, run.cfg.ema.every
-        s.load_running(run.running)
+    def advance(self, running, step: int, until: int) -> torch.Tensor:
+        """Steps `step` + 1 … `until`, EMA updates on their schedule, the loop's running sums
+        (`running`, train.Running) continued and handed back; returns the (device) step of the first
+        non-finite loss or gradient, −1 if none. The loop's step is then `until`."""
+        s, every = self.static, self.static.parts.cfg.ema.every
+        s.load_running(running)
         do_step = self.graphs.step if self.graphs else s.step
         do_ema = self.graphs.ema_update if self.graphs else s.ema_update
-        for step in range(run.step + 1, until + 1):
+        for k in range(step + 1, until + 1):
             if not s.data_in_graph:
                 s.draw()
             do_step()
-            if step % every == 0:
+            if k % every == 0:
                 do_ema()
-        s.count += until - run.step
-        run.step = until
-        s.store_running(run.running)
+        s.count += until - step
+        s.store_running(running)
         return s.first_bad
 
 

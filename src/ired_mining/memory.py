@@ -23,12 +23,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from ired_mining.mining import STRATEGIES, NoNegatives
+
 GB = 1e9
 
 # Floats per sample at the peak of a training step (data drawn, mining, loss, backward, Adam):
 # (per hidden unit, per answer entry). With negatives, the energy term's two passes keep their
 # activations for the backward too.
-TRAIN_FLOATS = {"none": (22, 10), "negatives": (38, 16)}
+TRAIN_FLOATS = {"without negatives": (22, 10), "with negatives": (38, 16)}
 # The sampler under no_grad: a few hidden-wide activations and answer-wide iterates per sample.
 SAMPLE_FLOATS = (12, 5)
 # Per matrix of an evaluation set: x and y kept for each split, and while a split is scored its
@@ -44,7 +46,8 @@ class BatchTooLarge(RuntimeError):
 
 def train_step_bytes(cfg: DictConfig) -> float:
     d, hidden = cfg.dataset.n ** 2, cfg.model.hidden
-    per_hidden, per_entry = TRAIN_FLOATS["none" if cfg.mining.name == "none" else "negatives"]
+    plain = STRATEGIES[cfg.mining.name] is NoNegatives
+    per_hidden, per_entry = TRAIN_FLOATS["without negatives" if plain else "with negatives"]
     return 4.0 * cfg.train.batch_size * (per_hidden * hidden + per_entry * d)
 
 

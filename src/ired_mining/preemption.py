@@ -26,11 +26,15 @@ log = logging.getLogger("ired")
 _pending: dict[int, object] = {}
 
 
+def time_limit_signal() -> signal.Signals | None:
+    """The signal submitit asks SLURM for before a time limit: USR2 unless SUBMITIT_PREEMPT_SIGNAL
+    names another; None if it names no signal."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
 def warning_signals() -> list[signal.Signals]:
-    """SIGTERM and the signal submitit asks SLURM for before a time limit (USR2 unless
-    SUBMITIT_PREEMPT_SIGNAL names another)."""
-    usr = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
-    return [usr, signal.SIGTERM]
+    """The time-limit signal (USR2 where SUBMITIT_PREEMPT_SIGNAL names no signal) and SIGTERM."""
+    return [time_limit_signal() or signal.SIGUSR2, signal.SIGTERM]
 
 
 def install(signals: list[signal.Signals] | None = None) -> None:

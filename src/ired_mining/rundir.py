@@ -20,11 +20,11 @@ Layers of the package, lowest first. A module imports only modules of its own la
 nothing imports upwards (tests/test_layers.py reads this table and checks every import, lazy ones
 included; a new module gets a line here):
 
-    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, memory, preemption, interrupt, runlock, failpoints, logs
+    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, preemption, interrupt, runlock, failpoints, logs
     numerics    diffusion
     strategies  mining
     settings    schema, config, compose, backend
-    library     evaluate, sweep, report, graphed, trackers
+    library     evaluate, sweep, report, graphed, trackers, memory
     commands    callbacks, eval_cli
     top         train, entry
 
@@ -230,6 +230,19 @@ def backfill(cfg: dict) -> dict:
     return cfg
 
 
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a nested config (a plain dict) as dotted key → value, depth first in the
+    config's order; an empty mapping has no leaf. The one walk that the report's settings, a grid's
+    factors and the trackers' hyperparameters each write their own values from."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _write_all(fd: int, data: bytes) -> None:
     # A regular file takes all of a write or, once the disk fills up during it, a part of it.
     if os.write(fd, data) != len(data):
@@ -282,14 +295,15 @@ class Environment:
 
         device = torch.device(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-        return cls(python=platform.python_version(), torch=torch.__version__, hydra=_version("hydra-core"),
+        return cls(python=platform.python_version(), torch=torch.__version__, hydra=installed_version("hydra-core"),
                    device=str(device), device_name=name, threads=torch.get_num_threads(), host=platform.node())
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _version(dist: str) -> str:
+def installed_version(dist: str) -> str:
+    """The version of an installed distribution, or "not installed"."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -92,10 +93,15 @@ class SlurmHardwareConfig(HardwareConfig):
     additional_parameters: Dict[str, Any] = MISSING
 
 
+# The mining group's own keys, the only ones that are no option of the strategy: which strategy
+# (fixed to the registry's name) and w of the energy loss (given by the yaml).
+GROUP_KEYS = ("name", "weight")
+
+
 def strategy_schema(name: str, strategy: type) -> type:
-    """The mining group's schema for one strategy: `name` (fixed to the registry's name), `weight`
-    (w of the energy loss, given by the yaml), then the strategy's dataclass fields with their own
-    types and defaults. A strategy that is no dataclass has no options."""
+    """The mining group's schema for one strategy: GROUP_KEYS, then the strategy's dataclass fields
+    with their own types and defaults. A strategy that is no dataclass has no options."""
+    name_key, weight_key = GROUP_KEYS
     options = []
     if dataclasses.is_dataclass(strategy):
         types = typing.get_type_hints(strategy)  # mining.py's annotations are strings (PEP 563)
@@ -104,7 +110,7 @@ def strategy_schema(name: str, strategy: type) -> type:
                        else field(default=MISSING if f.default is dataclasses.MISSING else f.default))
             options.append((f.name, types[f.name], default))
     return dataclasses.make_dataclass(f"{strategy.__name__}Config",
-                                      [("name", str, field(default=name)), ("weight", float, field(default=MISSING)),
+                                      [(name_key, str, field(default=name)), (weight_key, float, field(default=MISSING)),
                                        *options])
 
 
@@ -112,8 +118,13 @@ MINING_SCHEMAS: dict[str, type] = {name: strategy_schema(name, cls) for name, cl
 
 
 def strategy_options(name: str) -> list[str]:
-    """The keys of mining.<name> that go to the strategy's class (all but name and weight)."""
-    return [f.name for f in dataclasses.fields(MINING_SCHEMAS[name])][2:]
+    """The keys of mining.<name> that go to the strategy's class (all but GROUP_KEYS)."""
+    return [f.name for f in dataclasses.fields(MINING_SCHEMAS[name]) if f.name not in GROUP_KEYS]
+
+
+def options_of(mining: DictConfig) -> dict:
+    """A composed mining group's options for its strategy's class (all but GROUP_KEYS)."""
+    return {k: v for k, v in OmegaConf.to_container(mining).items() if k not in GROUP_KEYS}
 
 
 # ================================================================ the top level
@@ -177,6 +188,28 @@ class Config:
     logger: Any = None
 
 
+# ================================================================ a job's directory name
+
+# The one hardware key that shapes a run's numbers (train.compat_fingerprint covers it): a bf16 job
+# is another run than its fp32 twin, so it keeps its place in the job's directory name.
+RUN_SHAPING_HARDWARE = ("precision",)
+
+
+def dirname_exclude_keys() -> list[str]:
+    """The overrides left out of a job's directory name (hydra.job.config.override_dirname.exclude_keys):
+    the presets, every hardware key but RUN_SHAPING_HARDWARE, and the trackers' keys. Hardware and
+    trackers do not change a run, so a sweep re-launched on another partition, with another time limit
+    or with torch.compile finds its jobs again. Derived from the hardware schemas and conf/logger/, so
+    that a key added there is left out at once (a hand-kept list drifted: hardware.compile)."""
+    hardware = [f.name for f in dataclasses.fields(SlurmHardwareConfig) if f.name not in RUN_SHAPING_HARDWARE]
+    trackers = []
+    for option in sorted((files("ired_mining") / "conf" / "logger").iterdir(), key=lambda p: p.name):
+        if option.name.endswith(".yaml"):
+            for tracker, keys in (OmegaConf.to_container(OmegaConf.load(str(option))) or {}).items():
+                trackers += [f"logger.{tracker}.{key}" for key in keys or {}]
+    return ["experiment", "hardware", *(f"hardware.{key}" for key in hardware), "logger", *trackers]
+
+
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent), as configs of no group named
     `<group>_schema` (`mining_<strategy>_schema` for mining): a group would be listed by --help
@@ -188,6 +221,8 @@ def register() -> None:
         cs.store(name=f"{name}_schema", node=node)
     for name, node in MINING_SCHEMAS.items():
         cs.store(name=f"mining_{name}_schema", node=node)
+    cs.store(name="job_dirname", node={"hydra": {"job": {"config": {"override_dirname": {
+        "exclude_keys": dirname_exclude_keys()}}}}})
 
 
 register()

@@ -34,10 +34,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ired_mining.rundir import RunDir
+from ired_mining.rundir import FAILED, FINISHED, INCOMPLETE, RunDir
 from ired_mining.slurm_queue import Queued, queue, read_launches, slurm_ids
 
-STATES = ("finished", "failed", "incomplete", "missing")
+MISSING = "missing"  # no run directory: the one state a sweep adds to those of a run (rundir)
+STATES = (FINISHED, FAILED, INCOMPLETE, MISSING)
 QUEUE_STATES = ("running", "pending", "requeued")  # only while the job is in SLURM's queue
 
 
@@ -136,7 +137,7 @@ def job_state(job: Job) -> dict:
     empty for a finished job; `job_id` is the launcher's (SLURM's) id of the job, "" if it never ran.
     """
     final = RunDir(job.dir).final_state()
-    state, error, metrics = (final.status, final.error, final.summary) if final else ("missing", "", {})
+    state, error, metrics = (final.status, final.error, final.summary) if final else (MISSING, "", {})
     return {"num": job.num, "name": " ".join(job.overrides), "overrides": list(job.overrides),
             "dir": str(job.dir), "job_id": launcher_job_id(job.dir), "state": state, "error": error,
             "metrics": metrics}
@@ -181,7 +182,7 @@ def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], l
 
 
 def unfinished(states: list[dict]) -> list[dict]:
-    return [s for s in states if s["state"] != "finished"]
+    return [s for s in states if s["state"] != FINISHED]
 
 
 # ================================================================ the table
@@ -199,7 +200,7 @@ def _result(state: dict) -> str:
         return (f"SLURM {q['id']} {q['state'].lower()}" + (f", requeued {q['restarts']}×" if q["restarts"] else "")
                 + (f" ({q['reason']})" if q["reason"] not in ("", "None") else "")
                 + (f", evaluated at step {q['evaluated_step']}" if q["evaluated_step"] is not None else ""))
-    if state["state"] == "finished" and "in_dist/mse" in m:
+    if state["state"] == FINISHED and "in_dist/mse" in m:
         return f"{m.get('step', '?')} steps, in_dist MSE {m['in_dist/mse']:.4g}"
     return state["error"]
 
@@ -215,7 +216,7 @@ def print_table(states: list[dict], sweep_dir: str | Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    colour = {"finished": "green", "failed": "red", "incomplete": "yellow", "missing": "red", "running": "blue",
+    colour = {FINISHED: "green", FAILED: "red", INCOMPLETE: "yellow", MISSING: "red", "running": "blue",
               "pending": "cyan", "requeued": "magenta"}
     table = Table(title=f"jobs of {sweep_dir}: {counts(states)}")
     for col in ("#", "job", "state", "result / error"):

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ired_mining.checkpoint import atomic_write_json, atomic_write_text
 from ired_mining.config import ConfigError
+from ired_mining.rundir import FINISHED, flatten, read_jsonl
 
 log = logging.getLogger("ired")
 
@@ -44,18 +45,8 @@ def require(name: str, module: str, package: str):
 
 def flat_hparams(cfg: DictConfig) -> dict:
     """The composed config as `a.b.c` → value, values the HParams plugin takes (lists as text)."""
-    out = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, name + ".")
-            elif value is not None:
-                out[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if v is not None}
 
 
 def hydra_names() -> tuple[str | None, str | None]:
@@ -136,7 +127,7 @@ class WandbTracker:
             atomic_write_json(id_path, {"id": uuid.uuid4().hex[:8]})
         run_id = json.loads(id_path.read_text())["id"]
         # Rows after the checkpoint the run resumes from are logged again by this run.
-        rows = [row for row in read_rows(self.outbox) if row["step"] <= start_step]
+        rows = [row for row in read_jsonl(self.outbox) if row["step"] <= start_step]
         atomic_write_text(self.outbox, "".join(json.dumps(row) + "\n" for row in rows))
         self.sent = wandb_steps_held(self.dir, run_id)
         sweep, job = hydra_names()
@@ -166,18 +157,7 @@ class WandbTracker:
 
     def finish(self, hparams: dict, metrics: dict, status: str) -> None:
         self.run.summary.update(metrics | {"status": status})
-        self.run.finish(exit_code=0 if status == "finished" else 1)
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The lines of a JSONL file; a torn last line (a kill in the middle of an append) is skipped."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+        self.run.finish(exit_code=0 if status == FINISHED else 1)
 
 
 def wandb_steps_held(wandb_dir: Path, run_id: str) -> dict[str, int]:

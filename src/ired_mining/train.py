@@ -36,6 +36,7 @@ from ired_mining.checkpoint import (CheckpointError, WriteFailed, fingerprint, l
                                     remove_stale_temporaries, restore_rng_state, rng_state, save_checkpoint)
 from ired_mining.compose import check_command_line, planned_run_dir
 from ired_mining.config import ConfigError, validate
+from ired_mining.schema import options_of
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
@@ -59,11 +60,6 @@ class RunDirTaken(ValueError):
 
 
 # ================================================================ building blocks
-
-def mining_options(cfg: DictConfig) -> dict:
-    """The strategy's own options: everything in the mining group but its name and loss weight."""
-    return {k: v for k, v in OmegaConf.to_container(cfg.mining).items() if k not in ("name", "weight")}
-
 
 def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
     """An averaging function for AveragedModel: a copy during warm-up, then the decay
@@ -276,7 +272,7 @@ class Run:
                                                                cfg.ema.power, cfg.ema.max_decay))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
         self.diffusion = build_diffusion(cfg, self.device)
-        self.strategy = build_strategy(cfg.mining.name, **mining_options(cfg))
+        self.strategy = build_strategy(cfg.mining.name, **options_of(cfg.mining))
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.sets = eval_sets(cfg.dataset.n, cfg.eval.size, cfg.eval.seed, dict(cfg.eval.splits))
         self.fingerprint = compat_fingerprint(cfg)
@@ -369,12 +365,17 @@ class Run:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # step of the first non-finite loss
         if self.step < total and (seconds := compile_ahead(self.model, self.diffusion, self.strategy, c, self.device)):
             log.info("compiled mining and the loss terms in %.1f s (hardware.compile)", seconds)
-        graphed = graphed_steps.StepRunner(self, train_step) if graphed_steps.enabled(c) else None
+        graphed = None
+        if graphed_steps.enabled(c):
+            parts = graphed_steps.StepParts(self.model, self.ema, self.optimizer, self.diffusion, self.strategy,
+                                            self.generator, c, self.device)
+            graphed = graphed_steps.StepRunner(parts, train_step, self.step)
         tick, tick_step = time.perf_counter(), self.step
         last = {}
         while self.step < total:
             if graphed is not None:  # hardware.cuda_graph: every step up to the next log, eval or checkpoint
-                first_bad = graphed.advance(self, graphed_steps.next_visit(self.step, c))
+                until = graphed_steps.next_visit(self.step, c)
+                first_bad, self.step = graphed.advance(self.running, self.step, until), until
             else:
                 if c.optim.schedule != "constant":
                     for group in self.optimizer.param_groups:
@@ -415,7 +416,7 @@ class Run:
             if at_eval:
                 last = self.evaluate()
                 self.trackers.log_eval(self.step, last)
-                log.info("step %d  " % self.step + "  ".join(
+                log.info(f"step {self.step}  " + "  ".join(
                     f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
             if at_ckpt:
                 self.checkpoint()
@@ -522,7 +523,7 @@ def app(cfg: DictConfig) -> dict:
     finally:
         if not single and runlock.holds(run_dir):
             runlock.release(run_dir)  # the next job of the sweep may run in this process
-    if summary.get("status") == "finished":
+    if summary.get("status") == FINISHED:
         # train.log too: the console's final table and path are the run's answer, kept with its log.
         logging.getLogger("ired.file").info("final metrics\n" + print_summary(summary, run_dir))
     return summary
@@ -546,7 +547,7 @@ def fail(err: Exception, run_dir: Path, cfg: DictConfig) -> dict:
         print(f"ired-train: error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(err, (ConfigError, RunDirTaken)) else 1)
     log.error(f"job failed: {message}")
-    return {"status": "failed", "error": message, "run_dir": str(run_dir)}
+    return {"status": FAILED, "error": message, "run_dir": str(run_dir)}
 
 
 def take_the_run_dir(composed: DictConfig | None) -> None:

@@ -83,7 +83,7 @@ class IredSlurmLauncher(SlurmLauncher):
             print(f"ired-train: error: SLURM array {array_id} is submitted into {sweep_dir}, but its follow-up job "
                   f"was refused ({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''});"
                   f" once the array ends: ired-sweep {sweep_dir} && ired-report {sweep_dir}", file=sys.stderr)
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         record_launch(sweep_dir, Launch(array_id, tuple(nums), follow_up))
         print(f"ired-train: submitted {len(jobs)} jobs as SLURM array {array_id} into {sweep_dir}; job {follow_up} "
               f"writes the table and the report once they end; watch: ired-sweep {sweep_dir} "

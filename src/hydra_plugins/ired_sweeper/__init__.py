@@ -103,7 +103,7 @@ class RecordingSweeper(BasicSweeper):
             queued = still_queued(sweep_dir)
         except ValueError as err:
             print(f"ired-train: error: {err}", file=sys.stderr)
-            raise SystemExit(2)
+            raise SystemExit(2) from None
         if queued:
             ids = ", ".join(f"{q.slurm_id} {q.sweep_state}" for q in queued[:5]) + (", ..." if len(queued) > 5 else "")
             print(f"ired-train: error: {sweep_dir} still has {len(queued)} SLURM jobs queued or running ({ids}); "

@@ -7,8 +7,10 @@ Writes next to the runs: summary.md (tables, verdict, commands, versions, hardwa
 same numbers for programs), runs.csv (one row per run, failed and missing ones included),
 learning_curves.png and, where `ired-eval RUN --scaling` has been run, scaling.png. Prints the main table.
 
-It only reads files and imports nothing that trains, so it runs wherever the run directories were
-copied to, without loading torch. Its modules, in the order the data flows:
+It only reads files and trains nothing, so it runs wherever the run directories were copied to.
+Importing it loads no torch; writing a report does, once, for the strategies' registry
+(mining.STRATEGIES: their order and colours) and a grid's labels (their defaults). Its modules, in
+the order the data flows:
 
     records.py     reading runs: each job of the sweep as a RunRecord
     results.py     the analysis's named records (Stat, Change, SplitResult, ..., Analysis): summary.json's shape

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ired_mining.report.grid import analyse_grid, is_grid, label_runs
+from ired_mining.report.grid import Labelling, analyse_grid, is_grid, label_runs
 from ired_mining.report.plan import DOES_NOT_HOLD, HOLDS, Plan, Registered, judge_plan, plan_warnings, sentence
 from ired_mining.report.provenance import provenance
 from ired_mining.report.records import RunRecord
 from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Grid, Problem, Reached,
                                         Reference, RunCount, Scaling, ScalingCurve, SplitResult, Spread, Stat,
                                         Timing, Verdict)
-from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bonferroni_level, bootstrap_relative_change, mean_std,
+from ired_mining.rundir import flatten
+from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bonferroni_level, bootstrap_relative_change,
                                verdict, welch_relative_change)
 
 BASELINE = "none"           # the strategy every other one is compared with
@@ -30,8 +31,11 @@ PRIMARY_SPLIT = "in_dist"   # the criterion's "test MSE"
 # ================================================================ statistics per group
 
 def strategy_order(names) -> list[str]:
-    """The baseline first, then the study's order, then anything else alphabetically."""
-    known = [BASELINE, "random", TREATMENT]
+    """The baseline first, then the other strategies in the registry's order (mining.STRATEGIES),
+    then anything else alphabetically."""
+    from ired_mining.mining import STRATEGIES  # here, not at the top: importing the report loads no torch
+
+    known = [BASELINE, *(s for s in STRATEGIES if s != BASELINE)]
     return [n for n in known if n in names] + sorted(n for n in names if n not in known)
 
 
@@ -62,13 +66,8 @@ def mining_ms(curve: list[dict]) -> float:
     return total / steps if steps else math.nan
 
 
-def summarise(values: list[float]) -> Stat:
-    mean, std, n = mean_std(values)
-    return Stat(mean, std, n, [float(v) for v in values])
-
-
 def spread(values: list[float]) -> Spread:
-    st = summarise(values)
+    st = Stat.of(values)
     return Spread(st.mean, st.std, st.n, st.values, min(values, default=math.nan), max(values, default=math.nan))
 
 
@@ -82,7 +81,7 @@ def compare(values: dict[str, list[float]], baseline: str = BASELINE) -> dict[st
 
 
 def split_result(values: dict[str, list[float]]) -> SplitResult:
-    return SplitResult({name: summarise(v) for name, v in values.items()}, compare(values))
+    return SplitResult({name: Stat.of(v) for name, v in values.items()}, compare(values))
 
 
 def analyse_final(groups: dict[str, list[RunRecord]], splits: list[str]) -> Final:
@@ -92,10 +91,10 @@ def analyse_final(groups: dict[str, list[RunRecord]], splits: list[str]) -> Fina
            for split in splits}
     timing = {}
     for name, runs in groups.items():
-        per_step = summarise([r.final.get("seconds_per_step", math.nan) for r in runs])
-        mine = summarise([mining_ms(r.curve) for r in runs])
+        per_step = Stat.of([r.final.get("seconds_per_step", math.nan) for r in runs])
+        mine = Stat.of([mining_ms(r.curve) for r in runs])
         timing[name] = Timing(per_step, mine, mine.mean / 1e3 / per_step.mean if per_step.mean else math.nan,
-                              summarise([r.final.get("train_seconds", math.nan) for r in runs]))
+                              Stat.of([r.final.get("train_seconds", math.nan) for r in runs]))
     return Final(out, timing)
 
 
@@ -105,8 +104,8 @@ def analyse_at(groups: dict[str, list[RunRecord]], splits: list[str], axis: str,
     reached = {}
     for name, runs in groups.items():
         rows = [value_at(r.curve, f"{splits[0]}/mse", axis, limit)[1] for r in runs]
-        reached[name] = Reached(summarise([row["step"] if row else math.nan for row in rows]),
-                                summarise([row["train_seconds"] if row else math.nan for row in rows]))
+        reached[name] = Reached(Stat.of([row["step"] if row else math.nan for row in rows]),
+                                Stat.of([row["train_seconds"] if row else math.nan for row in rows]))
     out = {split: split_result({name: [value_at(r.curve, f"{split}/mse", axis, limit)[0] for r in runs]
                                 for name, runs in groups.items()})
            for split in splits}
@@ -147,18 +146,12 @@ def references(finished: list[RunRecord], splits: list[str]) -> tuple[dict[str, 
 def varying_settings(finished: list[RunRecord]) -> list[str]:
     """Config values other than the strategy and seed that differ between runs: the protocol says
     everything else is equal, so each one found is a warning."""
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", json.dumps(v, sort_keys=True)
     # Hardware and the study's own factors may differ; the mining group's options belong to the strategy.
     seen: dict[str, set] = {}
     for r in finished:
-        for key, value in flat(r.config):
+        for key, value in flatten(r.config).items():
             if key != "seed" and not key.startswith(("mining.", "hardware.")):
-                seen.setdefault(key, set()).add(value)
+                seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
     return sorted(k for k, v in seen.items() if len(v) > 1)
 
 
@@ -247,12 +240,12 @@ def judge_grid(grid: Grid, final: Final) -> Verdict:
     return Verdict(outcome, sim, boot, n, text)
 
 
-def configurations(finished: list[RunRecord]) -> tuple[dict[str, list[RunRecord]], tuple | None]:
+def configurations(finished: list[RunRecord]) -> tuple[dict[str, list[RunRecord]], Labelling | None]:
     """The finished runs grouped, baseline first: by strategy, or, when other settings vary too
     (a grid), by configuration label; with the grid's labelling (None if not a grid)."""
     labelling = label_runs(finished)
-    grid = is_grid(labelling[0], finished)
-    key = (lambda r: labelling[0][r.name]) if grid else (lambda r: r.strategy)  # noqa: E731
+    grid = is_grid(labelling.labels, finished)
+    key = (lambda r: labelling.labels[r.name]) if grid else (lambda r: r.strategy)  # noqa: E731
     order = strategy_order({key(r) for r in finished})
     return {name: [r for r in finished if key(r) == name] for name in order}, labelling if grid else None
 
@@ -283,7 +276,7 @@ def regressor_reference(runs: list[RunRecord], splits: list[str]) -> dict[str, S
     """The feed-forward baseline's final MSE per split over its finished seeds; None if the sweep has none."""
     if not runs:
         return None
-    return {s: summarise([r.final.get(f"{s}/mse", math.nan) for r in runs]) for s in splits}
+    return {s: Stat.of([r.final.get(f"{s}/mse", math.nan) for r in runs]) for s in splits}
 
 
 def registered_verdict(reg: Registered) -> Verdict:
@@ -330,9 +323,8 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan
         warnings += plan_warnings(registered)
     grid = None
     if labelling is not None:
-        _, settings, factors, reference = labelling
-        grid = analyse_grid(groups, settings, factors, reference, splits, BASELINE, PRIMARY_SPLIT, final,
-                            at_equal_time)
+        grid = analyse_grid(groups, labelling.settings, labelling.factors, labelling.reference, splits, BASELINE,
+                            PRIMARY_SPLIT, final, at_equal_time)
     return Analysis(
         sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=treatment,
         criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(everything), len(runs)),

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
 from importlib.resources import files
 
 from omegaconf import OmegaConf
 
 from ired_mining.report.records import RunRecord
+from ired_mining.rundir import flatten
 from ired_mining.report.results import AtLimit, Final, Grid, GridChange, GridMap, GridPoint, Stat
-from ired_mining.stats import (UNDEFINED, bonferroni_level, holm, mean_interval, mean_std, welch_p_value,
+from ired_mining.stats import (UNDEFINED, bonferroni_level, holm, mean_interval, welch_p_value,
                                welch_relative_change)
 
 IGNORED = ("seed", "hardware.")  # never a factor: the replicate and where it ran
@@ -30,14 +32,8 @@ STRATEGY_KEY = "mining.name"
 def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
     """Every leaf of a config as dotted key → JSON text; a whole float is written as an integer, so
     that `corruption: 3` in one file and `3.0` in another are the same setting."""
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out |= flat_config(v, f"{prefix}{k}.")
-        else:
-            v = int(v) if isinstance(v, float) and v.is_integer() else v
-            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-    return out
+    return {k: json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v, sort_keys=True)
+            for k, v in flatten(config, prefix).items()}
 
 
 def strategy_defaults(strategy: str) -> dict[str, str]:
@@ -66,8 +62,18 @@ def factors_of(runs: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
     return factors, reference
 
 
-def label_runs(runs: list[RunRecord]) -> tuple[dict[str, str], dict[str, dict[str, str]], list[str], dict[str, str]]:
-    """(run name → label, label → its factors' values, the factors, their reference values).
+@dataclass(frozen=True)
+class Labelling:
+    """The runs of a sweep labelled by configuration (label_runs); values are JSON texts (flat_config)."""
+
+    labels: dict[str, str]               # run name → its configuration's label
+    settings: dict[str, dict[str, str]]  # label → its factors' values
+    factors: list[str]                   # the keys that vary between runs (seed and hardware aside)
+    reference: dict[str, str]            # each factor's reference value
+
+
+def label_runs(runs: list[RunRecord]) -> Labelling:
+    """Each run's configuration label, and what the labels are made of (Labelling).
 
     The label is the strategy, then each of its mining options that differs from the strategy's
     default (without the `mining.` prefix), then each other factor whose value differs from the
@@ -86,7 +92,7 @@ def label_runs(runs: list[RunRecord]) -> tuple[dict[str, str], dict[str, dict[st
         parts = [r.strategy] + [f"{k.removeprefix('mining.')}={json.loads(v)}" for k, v in sorted(changed.items())]
         labels[r.name] = " ".join(parts)
         settings[labels[r.name]] = own
-    return labels, settings, factors, reference
+    return Labelling(labels, settings, factors, reference)
 
 
 def is_grid(labels: dict[str, str], runs: list[RunRecord]) -> bool:
@@ -102,11 +108,6 @@ def last_value(curve: list[dict], key: str) -> float:
     """`key` in the last metrics line that has it (the mean over the last stretch of training)."""
     rows = [row[key] for row in curve if key in row and row[key] is not None]
     return float(rows[-1]) if rows else math.nan
-
-
-def stat(values: list[float]) -> Stat:
-    mean, std, n = mean_std(values)
-    return Stat(mean, std, n, [float(v) for v in values])
 
 
 def corrected_changes(groups: dict[str, list[RunRecord]], baseline: str, split: str,
@@ -173,9 +174,9 @@ def analyse_grid(groups: dict[str, list[RunRecord]], settings: dict[str, dict[st
             n=len(runs), mse=mse,
             mse_interval={s: list(mean_interval(mse[s].values)) for s in splits},
             change={s: changes[s][name] for s in splits if name in changes[s]},
-            neg_dist=stat([last_value(r.curve, "neg/dist") for r in runs]),
-            neg_gap=stat([last_value(r.curve, "neg/gap") for r in runs]),
-            ms_per_step=stat([1e3 * r.final.get("seconds_per_step", math.nan) for r in runs]),
+            neg_dist=Stat.of([last_value(r.curve, "neg/dist") for r in runs]),
+            neg_gap=Stat.of([last_value(r.curve, "neg/gap") for r in runs]),
+            ms_per_step=Stat.of([1e3 * r.final.get("seconds_per_step", math.nan) for r in runs]),
             equal_time_mse={s: equal_time.splits[s].stats[name] for s in splits} if equal_time else {}))
     # The verdict's candidates are the configurations that mine negatives: the study asks whether
     # mining helps, and the baseline's strategy with other settings (a larger model) is a control,

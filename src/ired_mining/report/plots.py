@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ired_mining.report.analysis import BASELINE, TREATMENT
 from ired_mining.report.records import RunRecord
 from ired_mining.report.results import Reference, Scaling
 
@@ -25,7 +24,9 @@ def _pyplot():
     return plt
 
 
-COLOURS = {BASELINE: "tab:blue", "random": "tab:orange", TREATMENT: "tab:red"}
+# The strategies' colours, in the registry's order (mining.STRATEGIES: none, random, adversarial);
+# any other line takes matplotlib's cycle.
+STRATEGY_COLOURS = ("tab:blue", "tab:orange", "tab:red")
 
 
 def log_axis(ax) -> None:
@@ -44,7 +45,9 @@ def log_axis(ax) -> None:
 
 
 def colour(name: str, index: int) -> str:
-    return COLOURS.get(name, f"C{(index + 3) % 10}")
+    from ired_mining.mining import STRATEGIES  # here, not at the top: importing the report loads no torch
+
+    return dict(zip(STRATEGIES, STRATEGY_COLOURS)).get(name, f"C{(index + 3) % 10}")
 
 
 FEW_LINES = 5               # up to this many configurations: a legend in each panel, matplotlib's colours

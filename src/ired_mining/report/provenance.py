@@ -7,11 +7,10 @@ import os
 import platform
 import shlex
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from ired_mining.report.records import RunRecord, load_yaml
-from ired_mining.rundir import RunDir, cpu_model
+from ired_mining.rundir import RunDir, cpu_model, installed_version
 
 
 @dataclass
@@ -24,13 +23,6 @@ class Provenance:
     devices_configured: list[str]  # hardware.device of the runs' configs
     report_env: dict[str, str]     # versions on the machine that wrote the report
     report_machine: dict           # platform, cpu, cores of that machine
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def provenance(sweep_dir: Path, runs: list[RunRecord]) -> Provenance:
@@ -62,7 +54,7 @@ def provenance(sweep_dir: Path, runs: list[RunRecord]) -> Provenance:
     return Provenance(
         commands=commands, cwd=cwd, launcher=launcher, runs_hydra=sorted(hydra_versions),
         runs_env=[json.loads(e) for e in sorted(set(run_env))], devices_configured=devices,
-        report_env={"python": platform.python_version(), "torch": _version("torch"),
-                    "hydra-core": _version("hydra-core"), "omegaconf": _version("omegaconf"),
-                    "numpy": _version("numpy"), "ired-mining": _version("ired-mining")},
+        report_env={"python": platform.python_version(), "torch": installed_version("torch"),
+                    "hydra-core": installed_version("hydra-core"), "omegaconf": installed_version("omegaconf"),
+                    "numpy": installed_version("numpy"), "ired-mining": installed_version("ired-mining")},
         report_machine={"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count()})

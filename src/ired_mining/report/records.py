@@ -12,7 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ired_mining.rundir import RunDir, backfill
+from ired_mining.rundir import FINISHED, RunDir, backfill
+from ired_mining.sweep import MISSING, SweepError, job_states
 
 
 class ReportError(RuntimeError):
@@ -21,7 +22,7 @@ class ReportError(RuntimeError):
 
 @dataclass
 class RunRecord:
-    """One job of a sweep as its files tell it. status: finished | failed | incomplete | missing."""
+    """One job of a sweep as its files tell it. status: one of sweep.STATES."""
 
     name: str
     strategy: str
@@ -37,7 +38,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished"
+        return self.status == FINISHED
 
 
 def load_yaml(path: Path) -> dict | list:
@@ -102,7 +103,7 @@ def from_job_state(state: dict, root: Path, defaults: dict) -> RunRecord:
         record = read_run(path, root)
     else:
         seed = _override_value(state["overrides"], "seed")
-        record = RunRecord(name=path.name, path=None, overrides=list(state["overrides"]), status="missing",
+        record = RunRecord(name=path.name, path=None, overrides=list(state["overrides"]), status=MISSING,
                            strategy=_override_value(state["overrides"], "mining") or defaults["strategy"],
                            seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else defaults["seed"])
     # The sweep module's reading of the state wins: it is the same one the end-of-sweep table shows.
@@ -113,11 +114,7 @@ def from_job_state(state: dict, root: Path, defaults: dict) -> RunRecord:
 def collect(sweep_dir: Path) -> tuple[list[RunRecord], list[str]]:
     """Every job the sweep asked for (sweep.job_states: finished, failed, incomplete or missing) plus
     any other run directory found below `sweep_dir`; and notes on what could not be checked."""
-    try:
-        # The sweep module expands the sweep the way Hydra does; it needs a multirun.yaml.
-        from ired_mining.sweep import SweepError, job_states
-    except ImportError:
-        return find_runs(sweep_dir), ["ired_mining.sweep is not installed: jobs that never started cannot be listed"]
+    # The sweep module expands the sweep the way Hydra does; it needs a multirun.yaml.
     if not (sweep_dir / "multirun.yaml").is_file():
         return find_runs(sweep_dir), []
     try:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ired_mining.report.provenance import Provenance
-from ired_mining.stats import Interval
+from ired_mining.stats import Interval, mean_std
 
 if TYPE_CHECKING:  # plan.py builds on these records
     from ired_mining.report.plan import Registered
@@ -21,6 +21,12 @@ class Stat:
     std: float
     n: int
     values: list[float]
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        """Mean, standard deviation and count of the finite values (stats.mean_std), and all of them."""
+        mean, std, n = mean_std(values)
+        return cls(mean, std, n, [float(v) for v in values])
 
 
 @dataclass
