@@ -48,11 +48,11 @@ from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from ired_mining.data import spd_batch  # noqa: E402
-from ired_mining.rundir import cpu_model  # noqa: E402
 from ired_mining.backend import configure_backend  # noqa: E402
-from ired_mining.mining import STRATEGIES  # noqa: E402
+from ired_mining.data import spd_batch  # noqa: E402
 from ired_mining.graphed import WARMUP_STEPS, CudaGraphs, StaticStep, StepParts, data_in_graph  # noqa: E402
+from ired_mining.mining import STRATEGIES  # noqa: E402
+from ired_mining.rundir import cpu_model  # noqa: E402
 from ired_mining.train import Run, train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,8 +77,15 @@ PLANS = {
     "full": Plan(calls={256: 30, 2048: 10}),
     "quick": Plan(calls={256: 8, 2048: 3}, yardstick_calls=3, sampler_batch=256, sampler_calls=3),
     # For tests: the same code on a toy model, seconds in all.
-    "tiny": Plan(batches=(16, 64), calls={16: 3, 64: 3}, yardstick_calls=2, sampler_batch=16, sampler_calls=2,
-                 matmul_n=256, overrides=("dataset.n=4", "model.hidden=32", "model.time_dim=16")),
+    "tiny": Plan(
+        batches=(16, 64),
+        calls={16: 3, 64: 3},
+        yardstick_calls=2,
+        sampler_batch=16,
+        sampler_calls=2,
+        matmul_n=256,
+        overrides=("dataset.n=4", "model.hidden=32", "model.time_dim=16"),
+    ),
 }
 
 
@@ -181,8 +188,7 @@ def breakdown(step, calls: int, flops: int) -> dict:
         kind = next((k for k, names in OP_KINDS.items() if event.key in names), "other")
         ms[kind] += event.self_cpu_time_total / 1e3 / calls
     ms["outside ops"] = max(wall_ms - sum(ms.values()), 0.0)  # Python between ops
-    return {"ms_per_step": ms, "profiled_step_ms": wall_ms,
-            "matmul_flops_per_s_in_step": flops / (ms["matmul"] / 1e3)}
+    return {"ms_per_step": ms, "profiled_step_ms": wall_ms, "matmul_flops_per_s_in_step": flops / (ms["matmul"] / 1e3)}
 
 
 def compiles(cfg) -> bool:
@@ -229,7 +235,11 @@ class PeakMemory:
             pass  # the peak then runs from the process start: still an upper bound
 
     def current_mib(self) -> float | None:
-        return self._status_mib("VmRSS:") if self.device.type == "cpu" else torch.cuda.memory_allocated(self.device) / 2**20
+        return (
+            self._status_mib("VmRSS:")
+            if self.device.type == "cpu"
+            else torch.cuda.memory_allocated(self.device) / 2**20
+        )
 
     def _status_mib(self, field: str) -> float | None:
         try:
@@ -259,8 +269,10 @@ class PeakMemory:
 
 def compose_cfg(device_kind: str, strategy: str, overrides) -> object:
     with initialize_config_module("ired_mining.conf", version_base="1.3"):
-        return compose("config", overrides=[f"hardware={'gpu' if device_kind == 'cuda' else 'cpu'}",
-                                            f"mining={strategy}", *overrides])
+        return compose(
+            "config",
+            overrides=[f"hardware={'gpu' if device_kind == 'cuda' else 'cpu'}", f"mining={strategy}", *overrides],
+        )
 
 
 class Trainer:
@@ -314,8 +326,17 @@ class PlainTrainer(Trainer):
     def step(self) -> dict:
         r, c = self.run, self.cfg
         x, y = next(self.items)
-        return yardstick.plain_train_step(r.model, r.diffusion, r.strategy, r.optimizer, x.to(self.device),
-                                          y.to(self.device), c.mining.weight, c.train.grad_clip, r.generator)
+        return yardstick.plain_train_step(
+            r.model,
+            r.diffusion,
+            r.strategy,
+            r.optimizer,
+            x.to(self.device),
+            y.to(self.device),
+            c.mining.weight,
+            c.train.grad_clip,
+            r.generator,
+        )
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -327,12 +348,25 @@ def agreement(cfg, batch: int, device: torch.device) -> dict:
     relative differences of the losses and of the gradients (float32)."""
     product, plain = Trainer(cfg, batch).run, Trainer(cfg, batch).run
     problems = spd_batch(cfg.dataset.n, batch, cfg.dataset.lam, torch.Generator(device).manual_seed(1))
-    a = train_step(product.model, product.diffusion, product.strategy, product.optimizer, problems, cfg,
-                   product.generator)
-    b = yardstick.plain_train_step(plain.model, plain.diffusion, plain.strategy, plain.optimizer, problems.x,
-                                   problems.y, cfg.mining.weight, cfg.train.grad_clip, plain.generator)
-    out = {f"{k}_rel_diff": rel_diff(a[k].detach(), b[k].detach()) for k in ("loss/mse", "loss/energy", "loss/total")
-           if k in b}
+    a = train_step(
+        product.model, product.diffusion, product.strategy, product.optimizer, problems, cfg, product.generator
+    )
+    b = yardstick.plain_train_step(
+        plain.model,
+        plain.diffusion,
+        plain.strategy,
+        plain.optimizer,
+        problems.x,
+        problems.y,
+        cfg.mining.weight,
+        cfg.train.grad_clip,
+        plain.generator,
+    )
+    out = {
+        f"{k}_rel_diff": rel_diff(a[k].detach(), b[k].detach())
+        for k in ("loss/mse", "loss/energy", "loss/total")
+        if k in b
+    }
     grads = [(p.grad, q.grad) for p, q in zip(product.model.parameters(), plain.model.parameters())]
     out["grad_rel_diff"] = max(rel_diff(g, h) for g, h in grads)
     return out
@@ -362,16 +396,26 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
             memory.reset()
             runs = {"product": Trainer(cfg, batch)}
             runs["product"].warm()  # first-call allocations, thread pools, compiling
-            record = {"kind": "train", "strategy": name, "batch": batch, "compile": compiles(cfg), "graph": False,
-                      "precision": precision(cfg), "flops_per_step": flops, "peak_mem_mib": memory.peak_mib()}
+            record = {
+                "kind": "train",
+                "strategy": name,
+                "batch": batch,
+                "compile": compiles(cfg),
+                "graph": False,
+                "precision": precision(cfg),
+                "flops_per_step": flops,
+                "peak_mem_mib": memory.peak_mib(),
+            }
             rounds = plan.calls[batch]
             if name == "adversarial" and batch == max(plan.batches):
                 memory.reset()
                 # Every call of every round draws a batch, plus the warm-up and the FLOP count.
                 runs["plain"] = PlainTrainer(cfg, batch, steps=plan.yardstick_calls * gpu_calls + 2)
                 runs["plain"].step()
-                record |= {"yardstick_flops_per_step": count_flops(runs["plain"].step),
-                           "yardstick_peak_mem_mib": memory.peak_mib()}
+                record |= {
+                    "yardstick_flops_per_step": count_flops(runs["plain"].step),
+                    "yardstick_peak_mem_mib": memory.peak_mib(),
+                }
                 rounds = plan.yardstick_calls
                 runs["matmul"] = runs["matmul_bf16"] = meter  # the limits, timed in the same rounds as the steps
             # The same step with hardware.compile the other way (on a GPU for every strategy), on a
@@ -387,29 +431,43 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
             if gpu and graphs:
                 variants["graphed_precision"] = (compiles(cfg), True, other)
             for key, (compile_on, graph, p) in variants.items():
-                runs[key] = (GraphedTrainer if graph else Trainer)(with_precision(with_compile(cfg, compile_on), p),
-                                                                   batch)
+                runs[key] = (GraphedTrainer if graph else Trainer)(
+                    with_precision(with_compile(cfg, compile_on), p), batch
+                )
                 runs[key].warm()
             limits = {"matmul": meter.matmul, "matmul_bf16": meter.matmul_bf16}
-            t = meter.interleaved({k: limits[k] if run is meter else run.step for k, run in runs.items()},
-                                  rounds, gpu_calls)
+            t = meter.interleaved(
+                {k: limits[k] if run is meter else run.step for k, run in runs.items()}, rounds, gpu_calls
+            )
             timed = {"product": record}
             for key, (compile_on, graph, p) in variants.items():
-                timed[key] = {"kind": "train", "strategy": name, "batch": batch, "compile": compile_on,
-                              "graph": graph, "precision": p, "flops_per_step": flops}
+                timed[key] = {
+                    "kind": "train",
+                    "strategy": name,
+                    "batch": batch,
+                    "compile": compile_on,
+                    "graph": graph,
+                    "precision": p,
+                    "flops_per_step": flops,
+                }
             for key, r in timed.items():
                 r |= {"steps_per_s": 1 / t[key], "step_ms": 1e3 * t[key], "flops_per_s": flops / t[key]}
                 if "plain" in t:
                     r |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t[key]}
                 if "matmul" in t:
                     same = meter.matmul_flops / t["matmul_bf16" if r["precision"] == BF16 else "matmul"]
-                    r |= {"matmul_flops_per_s_same_rounds": same,
-                          "fraction_of_matmul_same_rounds": r["flops_per_s"] / same}
+                    r |= {
+                        "matmul_flops_per_s_same_rounds": same,
+                        "fraction_of_matmul_same_rounds": r["flops_per_s"] / same,
+                    }
             if "plain" in t and device.type == "cpu":
                 record["breakdown"] = breakdown(runs["product"].step, plan.profile_calls, flops)
             records += timed.values()
-            log(f"train {name:11s} batch {batch:5d}: " + ", ".join(f"{mode(r)} {r['steps_per_s']:.2f}"
-                                                                 for r in timed.values()) + " steps/s")
+            log(
+                f"train {name:11s} batch {batch:5d}: "
+                + ", ".join(f"{mode(r)} {r['steps_per_s']:.2f}" for r in timed.values())
+                + " steps/s"
+            )
             del runs
             meter.sample_matmul()
         if name == "adversarial":
@@ -440,13 +498,24 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
     checks["sampler_max_abs_diff"] = (sample() - plain_sample()).abs().max().item()
     checks["sampler_bf16_vs_fp32_rms_diff"] = (sample() - other_sample()).square().mean().sqrt().item()
     for key, p in (("product", precision(cfg)), ("precision", other_precision(cfg))):
-        record = {"kind": "sampler", "strategy": "sampler", "batch": sb, "inner_steps": steps, "precision": p,
-                  "matrices_per_s": sb / t[key], "calls_per_s": 1 / t[key],
-                  "flops_per_call": sampler_flops, "flops_per_s": sampler_flops / t[key]}
+        record = {
+            "kind": "sampler",
+            "strategy": "sampler",
+            "batch": sb,
+            "inner_steps": steps,
+            "precision": p,
+            "matrices_per_s": sb / t[key],
+            "calls_per_s": 1 / t[key],
+            "flops_per_call": sampler_flops,
+            "flops_per_s": sampler_flops / t[key],
+        }
         if key == "product":
-            record |= {"peak_mem_mib": peak, "yardstick_matrices_per_s": sb / t["plain"],
-                       "yardstick_flops_per_call": plain_sampler_flops,
-                       "speedup_vs_yardstick": t["plain"] / t["product"]}
+            record |= {
+                "peak_mem_mib": peak,
+                "yardstick_matrices_per_s": sb / t["plain"],
+                "yardstick_flops_per_call": plain_sampler_flops,
+                "speedup_vs_yardstick": t["plain"] / t["product"],
+            }
         records.append(record)
         log(f"sampler batch {sb} ({p}): {sb / t[key]:.0f} matrices/s")
     meter.sample_matmul()
@@ -460,9 +529,18 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
     batched(), per_item()
     data_flops = count_flops(batched)
     t = meter.interleaved({"product": batched, "plain": per_item}, plan.sampler_calls)
-    records.append({"kind": "data", "strategy": "data", "batch": db, "matrices_per_s": db / t["product"],
-                    "flops_per_call": data_flops, "flops_per_s": data_flops / t["product"],
-                    "yardstick_matrices_per_s": db / t["plain"], "speedup_vs_yardstick": t["plain"] / t["product"]})
+    records.append(
+        {
+            "kind": "data",
+            "strategy": "data",
+            "batch": db,
+            "matrices_per_s": db / t["product"],
+            "flops_per_call": data_flops,
+            "flops_per_s": data_flops / t["product"],
+            "yardstick_matrices_per_s": db / t["plain"],
+            "speedup_vs_yardstick": t["plain"] / t["product"],
+        }
+    )
     meter.sample_matmul()
 
     for r in records:
@@ -475,12 +553,23 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
             r["fraction_of_memory"] = r["peak_mem_mib"] / memory.total_mib()
     add_precision_ratios(records)
     return {
-        "machine": machine(device) | {"load_avg_start": load_start, "load_avg_end": os.getloadavg(),
-                                      "memory_at_start_mib": rss_start},
-        "config": {"n": base.dataset.n, "hidden": base.model.hidden, "diffusion_steps": base.diffusion.steps,
-                   "mining_steps": base.mining.steps, "sampler_inner_steps": steps, "overrides": list(overrides)},
-        "matmul": {"n": meter.matmul_n, "flops_per_s": meter.matmul_rate, "samples": meter.matmul_rates,
-                   "bf16_flops_per_s": meter.bf16_matmul_rate, "bf16_samples": meter.bf16_matmul_rates},
+        "machine": machine(device)
+        | {"load_avg_start": load_start, "load_avg_end": os.getloadavg(), "memory_at_start_mib": rss_start},
+        "config": {
+            "n": base.dataset.n,
+            "hidden": base.model.hidden,
+            "diffusion_steps": base.diffusion.steps,
+            "mining_steps": base.mining.steps,
+            "sampler_inner_steps": steps,
+            "overrides": list(overrides),
+        },
+        "matmul": {
+            "n": meter.matmul_n,
+            "flops_per_s": meter.matmul_rate,
+            "samples": meter.matmul_rates,
+            "bf16_flops_per_s": meter.bf16_matmul_rate,
+            "bf16_samples": meter.bf16_matmul_rates,
+        },
         "records": records,
         "agreement": checks,
         "targets": targets(records, device),
@@ -502,19 +591,29 @@ def precision_agreement(cfg, batch: int, device: torch.device) -> dict:
     relative differences of the losses and the largest of the gradients (what bf16 rounding moves)."""
     a_run, b_run = (Trainer(with_precision(cfg, p), batch).run for p in ("32", BF16))
     problems = spd_batch(cfg.dataset.n, batch, cfg.dataset.lam, torch.Generator(device).manual_seed(1))
-    a, b = (train_step(r.model, r.diffusion, r.strategy, r.optimizer, problems, r.cfg, r.generator)
-            for r in (a_run, b_run))
-    out = {f"{k}_rel_diff": rel_diff(b[k].detach(), a[k].detach()) for k in ("loss/mse", "loss/energy", "loss/total")
-           if k in a}
-    out["grad_rel_diff"] = max(rel_diff(q.grad, p.grad) for p, q in zip(a_run.model.parameters(),
-                                                                          b_run.model.parameters()))
+    a, b = (
+        train_step(r.model, r.diffusion, r.strategy, r.optimizer, problems, r.cfg, r.generator) for r in (a_run, b_run)
+    )
+    out = {
+        f"{k}_rel_diff": rel_diff(b[k].detach(), a[k].detach())
+        for k in ("loss/mse", "loss/energy", "loss/total")
+        if k in a
+    }
+    out["grad_rel_diff"] = max(
+        rel_diff(q.grad, p.grad) for p, q in zip(a_run.model.parameters(), b_run.model.parameters())
+    )
     return out
 
 
 def machine(device: torch.device) -> dict:
-    info = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "omp": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ},
-            "cpu": cpu_model(), "cores": os.cpu_count()}
+    info = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "omp": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ},
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+    }
     if device.type == "cuda":
         # With hardware.tf32 the training's matmuls and the limit's run in TF32 alike.
         info |= {"gpu": torch.cuda.get_device_name(device), "tf32": torch.backends.cuda.matmul.allow_tf32}
@@ -542,34 +641,86 @@ def targets(records: list[dict], device: torch.device) -> list[dict]:
         for name, (target, bar) in GPU_TARGETS.items():
             for r in sorted((r for r in train if r["strategy"] == name and r["batch"] == batch), key=mode):
                 bar_note = f", the bar {bar:g}" if bar else ""
-                out.append({"name": f"training steps/s ({name}, batch {batch}, {mode(r)}{bar_note})",
-                            "value": r["steps_per_s"], "target": target, "unit": "steps/s"})
-        out.append({"name": f"sampler matrices/s (batch {sampler['batch']})", "value": sampler["matrices_per_s"],
-                    "target": SAMPLER_TARGET_GPU, "unit": "matrices/s"})
+                out.append(
+                    {
+                        "name": f"training steps/s ({name}, batch {batch}, {mode(r)}{bar_note})",
+                        "value": r["steps_per_s"],
+                        "target": target,
+                        "unit": "steps/s",
+                    }
+                )
+        out.append(
+            {
+                "name": f"sampler matrices/s (batch {sampler['batch']})",
+                "value": sampler["matrices_per_s"],
+                "target": SAMPLER_TARGET_GPU,
+                "unit": "matrices/s",
+            }
+        )
     # Issue 6's targets are the product's own precision's (fp32 unless the overrides say otherwise).
-    adversarial = [r for r in train if r["strategy"] == "adversarial" and r["batch"] == batch
-                   and r.get("precision") == sampler.get("precision")]
+    adversarial = [
+        r
+        for r in train
+        if r["strategy"] == "adversarial" and r["batch"] == batch and r.get("precision") == sampler.get("precision")
+    ]
     for r in sorted(adversarial, key=mode):
         case = f"adversarial, batch {batch}, {mode(r)}"
         if device.type == "cpu":
-            out.append({"name": f"training FLOP/s / matmul rate of the run ({case})",
-                        "value": r["fraction_of_matmul"], "target": 0.70, "unit": "fraction"})
-            out.append({"name": f"training FLOP/s / matmul rate timed in the same rounds ({case})",
-                        "value": r["fraction_of_matmul_same_rounds"], "target": 0.70, "unit": "fraction"})
-        out.append({"name": f"training speed vs yardstick ({case})", "value": r["speedup_vs_yardstick"],
-                    "target": 1.3, "unit": "x"})
-    out.append({"name": "sampler speed vs yardstick", "value": sampler["speedup_vs_yardstick"], "target": 1.3,
-                "unit": "x"})
+            out.append(
+                {
+                    "name": f"training FLOP/s / matmul rate of the run ({case})",
+                    "value": r["fraction_of_matmul"],
+                    "target": 0.70,
+                    "unit": "fraction",
+                }
+            )
+            out.append(
+                {
+                    "name": f"training FLOP/s / matmul rate timed in the same rounds ({case})",
+                    "value": r["fraction_of_matmul_same_rounds"],
+                    "target": 0.70,
+                    "unit": "fraction",
+                }
+            )
+        out.append(
+            {
+                "name": f"training speed vs yardstick ({case})",
+                "value": r["speedup_vs_yardstick"],
+                "target": 1.3,
+                "unit": "x",
+            }
+        )
+    out.append(
+        {"name": "sampler speed vs yardstick", "value": sampler["speedup_vs_yardstick"], "target": 1.3, "unit": "x"}
+    )
     # Issue 20's: bf16-mixed over fp32, the largest batch ≥ 2×, the smallest ≥ 1.5×, the sampler ≥ 2×.
     smallest = min(r["batch"] for r in train)
-    for r in sorted((r for r in train if "speedup_vs_fp32" in r and r["strategy"] == "adversarial"
-                     and r["batch"] in (smallest, batch)), key=lambda r: (-r["batch"], mode(r))):
-        out.append({"name": f"bf16-mixed / fp32 speed (adversarial, batch {r['batch']}, {mode(r)})",
-                    "value": r["speedup_vs_fp32"], "target": 2.0 if r["batch"] == batch else 1.5, "unit": "x"})
+    for r in sorted(
+        (
+            r
+            for r in train
+            if "speedup_vs_fp32" in r and r["strategy"] == "adversarial" and r["batch"] in (smallest, batch)
+        ),
+        key=lambda r: (-r["batch"], mode(r)),
+    ):
+        out.append(
+            {
+                "name": f"bf16-mixed / fp32 speed (adversarial, batch {r['batch']}, {mode(r)})",
+                "value": r["speedup_vs_fp32"],
+                "target": 2.0 if r["batch"] == batch else 1.5,
+                "unit": "x",
+            }
+        )
     for r in records:
         if r["kind"] == "sampler" and "speedup_vs_fp32" in r:
-            out.append({"name": f"bf16-mixed / fp32 speed (sampler, batch {r['batch']})",
-                        "value": r["speedup_vs_fp32"], "target": 2.0, "unit": "x"})
+            out.append(
+                {
+                    "name": f"bf16-mixed / fp32 speed (sampler, batch {r['batch']})",
+                    "value": r["speedup_vs_fp32"],
+                    "target": 2.0,
+                    "unit": "x",
+                }
+            )
     for t in out:
         t["met"] = t["value"] >= t["target"]
     return out
@@ -585,14 +736,27 @@ def print_report(result: dict, txt: Path | None = None) -> None:
     m, rate = result["machine"], result["matmul"]["flops_per_s"]
     bf16_rate = result["matmul"].get("bf16_flops_per_s")
     omp = "".join(f" {k}={v}" for k, v in m["omp"].items())
-    title = (f"{m.get('gpu', m['cpu'])} · {m['threads']} threads{omp} · "
-             f"torch {m['torch']} · {'TF32' if m.get('tf32') else 'fp32'} "
-             f"matmul {rate / 1e9:.0f} GFLOP/s"
-             + (f", bf16 {bf16_rate / 1e9:.0f}" if bf16_rate else "")
-             + f" · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}")
+    title = (
+        f"{m.get('gpu', m['cpu'])} · {m['threads']} threads{omp} · "
+        f"torch {m['torch']} · {'TF32' if m.get('tf32') else 'fp32'} "
+        f"matmul {rate / 1e9:.0f} GFLOP/s"
+        + (f", bf16 {bf16_rate / 1e9:.0f}" if bf16_rate else "")
+        + f" · load {m['load_avg_start'][0]:.1f}→{m['load_avg_end'][0]:.1f}"
+    )
     table = Table(title=title)
-    for col in ("case", "batch", "mode", "steps or matrices/s", "ms/call", "GFLOP/call", "GFLOP/s", "% of matmul",
-                "× yardstick", "× fp32", "peak MiB"):
+    for col in (
+        "case",
+        "batch",
+        "mode",
+        "steps or matrices/s",
+        "ms/call",
+        "GFLOP/call",
+        "GFLOP/s",
+        "% of matmul",
+        "× yardstick",
+        "× fp32",
+        "peak MiB",
+    ):
         table.add_column(col, justify="right")
     for r in result["records"]:
         per_call = r.get("flops_per_step", r.get("flops_per_call"))
@@ -604,8 +768,19 @@ def print_report(result: dict, txt: Path | None = None) -> None:
         vs_fp32 = f"{r['speedup_vs_fp32']:.2f}" if "speedup_vs_fp32" in r else ""
         peak = f"{r['peak_mem_mib']:.0f}" if r.get("peak_mem_mib") is not None else ""
         how = mode(r) if r["kind"] == "train" else "bf16" if r.get("precision") == BF16 else ""
-        table.add_row(case, str(r["batch"]), how, rate_s, f"{ms:.1f}", f"{per_call / 1e9:.3g}",
-                      f"{r['flops_per_s'] / 1e9:.1f}", f"{100 * r['fraction_of_matmul']:.1f}", speed, vs_fp32, peak)
+        table.add_row(
+            case,
+            str(r["batch"]),
+            how,
+            rate_s,
+            f"{ms:.1f}",
+            f"{per_call / 1e9:.3g}",
+            f"{r['flops_per_s'] / 1e9:.1f}",
+            f"{100 * r['fraction_of_matmul']:.1f}",
+            speed,
+            vs_fp32,
+            peak,
+        )
     console = Console(width=None if sys.stdout.isatty() else 150, record=txt is not None)
     console.print(table)
     for t in result["targets"]:
@@ -617,40 +792,55 @@ def print_report(result: dict, txt: Path | None = None) -> None:
         if "breakdown" in r:
             b = r["breakdown"]
             parts = ", ".join(f"{k} {v:.1f}" for k, v in b["ms_per_step"].items())
-            console.print(f"where a step goes (train {r['strategy']}, batch {r['batch']}, profiled, ms): {parts}; "
-                          f"its matmuls alone run at {b['matmul_flops_per_s_in_step'] / 1e9:.0f} GFLOP/s, "
-                          f"{100 * b['matmul_fraction_of_matmul_rate']:.0f} % of the limit")
-    ratios = [f"{r['strategy']} {r['batch']}{'' if r['kind'] == 'sampler' else ' ' + mode(r).removesuffix('+bf16')} "
-              f"{r['speedup_vs_fp32']:.2f}×" for r in result["records"] if "speedup_vs_fp32" in r]
+            console.print(
+                f"where a step goes (train {r['strategy']}, batch {r['batch']}, profiled, ms): {parts}; "
+                f"its matmuls alone run at {b['matmul_flops_per_s_in_step'] / 1e9:.0f} GFLOP/s, "
+                f"{100 * b['matmul_fraction_of_matmul_rate']:.0f} % of the limit"
+            )
+    ratios = [
+        f"{r['strategy']} {r['batch']}{'' if r['kind'] == 'sampler' else ' ' + mode(r).removesuffix('+bf16')} "
+        f"{r['speedup_vs_fp32']:.2f}×"
+        for r in result["records"]
+        if "speedup_vs_fp32" in r
+    ]
     if ratios:
         console.print("bf16-mixed / fp32 speed, timed in the same rounds: " + ", ".join(ratios))
     where = "the allocator's peak" if m["device"] == "cuda" else "the process's peak resident set"
-    console.print(f"peak MiB: {where} during the case ({m['memory_at_start_mib']:.0f} MiB at start); "
-                  "% of matmul: FLOPs counted by torch.utils.flop_counter (matmuls only) per second, "
-                  "over the same run's matmul rate (a bf16 row: over the bf16 matmul rate)")
+    console.print(
+        f"peak MiB: {where} during the case ({m['memory_at_start_mib']:.0f} MiB at start); "
+        "% of matmul: FLOPs counted by torch.utils.flop_counter (matmuls only) per second, "
+        "over the same run's matmul rate (a bf16 row: over the bf16 matmul rate)"
+    )
     a = result["agreement"]
-    console.print("agreement with the yardstick (float32, one step): "
-                  + ", ".join(f"{k} {v:.1e}" for k, v in a.get("train", {}).items())
-                  + f"; sampler max |Δ| {a['sampler_max_abs_diff']:.1e}")
+    console.print(
+        "agreement with the yardstick (float32, one step): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in a.get("train", {}).items())
+        + f"; sampler max |Δ| {a['sampler_max_abs_diff']:.1e}"
+    )
     if "train_bf16_vs_fp32" in a:
-        console.print("bf16-mixed against fp32 (one step, the same weights and data): "
-                      + ", ".join(f"{k} {v:.1e}" for k, v in a["train_bf16_vs_fp32"].items())
-                      + f"; sampler RMS |Δ| {a['sampler_bf16_vs_fp32_rms_diff']:.1e}")
+        console.print(
+            "bf16-mixed against fp32 (one step, the same weights and data): "
+            + ", ".join(f"{k} {v:.1e}" for k, v in a["train_bf16_vs_fp32"].items())
+            + f"; sampler RMS |Δ| {a['sampler_bf16_vs_fp32_rms_diff']:.1e}"
+        )
     if txt is not None:
         txt.parent.mkdir(parents=True, exist_ok=True)
         txt.write_text(console.export_text())
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fewer calls, sampler at batch 256 (~30 s on 2 cores)")
     mode.add_argument("--tiny", action="store_true", help="a toy model (n=4, hidden 32): seconds, for tests")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--txt", type=Path, help="write the printed report here too (e.g. results/bench/gpu.txt)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is visible")
-    parser.add_argument("--no-graph", action="store_true", help="on a GPU, skip the graphed steps (hardware.cuda_graph)")
+    parser.add_argument(
+        "--no-graph", action="store_true", help="on a GPU, skip the graphed steps (hardware.cuda_graph)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the product's config")
     args = parser.parse_args(argv)

@@ -59,10 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for run in args.runs:
         loaded = open_run(run, ["hardware.device=cpu"])  # the EMA weights, once per run
-        rows += [{"run": run, "corruption": c,
-                  "rejected": rejected_per_step(loaded.model, loaded.diffusion, loaded.cfg, c, args.steps, args.size,
-                                                seed=0)}
-                 for c in corruptions]
+        rows += [
+            {
+                "run": run,
+                "corruption": c,
+                "rejected": rejected_per_step(
+                    loaded.model, loaded.diffusion, loaded.cfg, c, args.steps, args.size, seed=0
+                ),
+            }
+            for c in corruptions
+        ]
     table = Table(title="Rejected descent steps (fraction of samples), EMA weights")
     for col in ["run", "corruption", *(f"step {k}" for k in range(1, args.steps + 1))]:
         table.add_column(col, justify="left" if col == "run" else "right", no_wrap=col == "run")

@@ -45,9 +45,22 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
-RUN = ["dataset.n=4", "model.hidden=16", "model.time_dim=16", "train.batch_size=32", "train.steps=60",
-       "train.log_every=5", "train.eval_every=10", "checkpoint.every=15", "checkpoint.keep=2", "eval.size=32",
-       "eval.batch_size=32", "hardware=cpu", "hardware.threads=1", "mining=adversarial"]
+RUN = [
+    "dataset.n=4",
+    "model.hidden=16",
+    "model.time_dim=16",
+    "train.batch_size=32",
+    "train.steps=60",
+    "train.log_every=5",
+    "train.eval_every=10",
+    "checkpoint.every=15",
+    "checkpoint.keep=2",
+    "eval.size=32",
+    "eval.batch_size=32",
+    "hardware=cpu",
+    "hardware.threads=1",
+    "mining=adversarial",
+]
 STEPS, EVAL_EVERY, CKPT_EVERY = 60, 10, 15
 KINDS = ["kill-step", "kill-eval", "kill-checkpoint", "kill-line", "sigint", "sigint-twice", "disk-full", "truncated"]
 TIMING_KEYS = ("train_seconds", "mine_ms", "seconds_per_step", "env")
@@ -55,9 +68,10 @@ TIMING_KEYS = ("train_seconds", "mine_ms", "seconds_per_step", "env")
 
 # ================================================================ one attempt
 
+
 @dataclass
 class Ended:
-    rc: int                   # exit code; -N for a signal
+    rc: int  # exit code; -N for a signal
     stderr: str
     seconds: float
 
@@ -73,8 +87,9 @@ class Attempt:
         full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120", **env}
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
             if use_exec:
-                self.proc = subprocess.Popen([str(BIN / "ired-train"), *self.argv], stdout=out, stderr=err,
-                                             env=full_env, cwd=run_dir.parent)
+                self.proc = subprocess.Popen(
+                    [str(BIN / "ired-train"), *self.argv], stdout=out, stderr=err, env=full_env, cwd=run_dir.parent
+                )
                 self.pid = self.proc.pid
             else:
                 self.proc = None
@@ -135,6 +150,7 @@ def _fork(argv: list[str], env: dict, out_fd: int, err_fd: int) -> int:
 
 # ================================================================ what a run directory holds
 
+
 def checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*.pt"))
 
@@ -178,18 +194,19 @@ def progress_mark(run_dir: Path) -> tuple:
 
 # ================================================================ the faults
 
+
 @dataclass
 class Drill:
-    work: Path                        # where the runs are (the tmpfs, when there is one)
-    logs: Path                        # each attempt's stdout and stderr: off the disk that fills up
+    work: Path  # where the runs are (the tmpfs, when there is one)
+    logs: Path  # each attempt's stdout and stderr: off the disk that fills up
     rng: random.Random
     use_exec: bool
-    disk: Path | None                 # a tmpfs of our own for disk-full, or None
+    disk: Path | None  # a tmpfs of our own for disk-full, or None
     counts: collections.Counter = field(default_factory=collections.Counter)
     no_effect: collections.Counter = field(default_factory=collections.Counter)  # the run ended first
     resumes: int = 0
     problems: list = field(default_factory=list)
-    deadline: float = float("inf")   # time.monotonic() after which no new fault is injected
+    deadline: float = float("inf")  # time.monotonic() after which no new fault is injected
 
     def attempt(self, run_dir: Path, extra=(), env=None) -> Attempt:
         log_dir = self.logs
@@ -211,8 +228,10 @@ class Drill:
         start = newest_step(run_dir)
         env = {}
         if kind in ("kill-eval", "kill-line"):
-            env["IRED_FAILPOINT"] = f"{'evaluate' if kind == 'kill-eval' else 'metrics-line'}:" \
-                                    f"{self.rng.randint(1, remaining(start, EVAL_EVERY))}"
+            env["IRED_FAILPOINT"] = (
+                f"{'evaluate' if kind == 'kill-eval' else 'metrics-line'}:"
+                f"{self.rng.randint(1, remaining(start, EVAL_EVERY))}"
+            )
         if kind == "kill-checkpoint":
             env["IRED_FAILPOINT"] = f"checkpoint-write:{self.rng.randint(1, remaining(start, CKPT_EVERY))}"
         before = progress_mark(run_dir)
@@ -304,6 +323,7 @@ def check(kind: str, ended: Ended, run_dir: Path) -> str | None:
 
 # ================================================================ runs
 
+
 def reference(drill: Drill) -> dict:
     run_dir = drill.work / "reference"
     ended = drill.attempt(run_dir).wait()
@@ -319,8 +339,11 @@ def drill_run(drill: Drill, run_dir: Path, faults: int, ref: dict) -> dict:
     while injected < faults and guard < 4 * faults + 10 and time.monotonic() < drill.deadline:
         guard += 1
         kinds = [k for k in KINDS if drill.possible(k, run_dir)]
-        if not kinds or (run_dir / "metrics.json").exists() and json.loads(
-                (run_dir / "metrics.json").read_text()).get("status") == "finished":
+        if (
+            not kinds
+            or (run_dir / "metrics.json").exists()
+            and json.loads((run_dir / "metrics.json").read_text()).get("status") == "finished"
+        ):
             break
         kind = drill.rng.choice(kinds)
         before = sum(drill.counts.values())
@@ -364,8 +387,12 @@ def own_tmpfs(where: Path, size: str = "16m"):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         yield None
         return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        != 0
+    ):
         yield None
         return
     try:
@@ -382,11 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a new one under /tmp)")
     parser.add_argument("--exec", dest="use_exec", action="store_true", help="run the installed ired-train per attempt")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="inject no new fault after this long (each run still ends and is checked)")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="split the faults over this many drills at once (each its own process, seed and "
-                             "tmpfs) and sum their figures: more of a busy machine's CPU")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="inject no new fault after this long (each run still ends and is checked)",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="split the faults over this many drills at once (each its own process, seed and "
+        "tmpfs) and sum their figures: more of a busy machine's CPU",
+    )
     args = parser.parse_args(argv)
     if args.faults < 1 or args.per_run < 1:
         parser.error(f"--faults and --per-run must be ≥ 1 (got {args.faults}, {args.per_run})")
@@ -414,8 +449,11 @@ def main(argv: list[str] | None = None) -> int:
             want = min(args.per_run, args.faults - sum(drill.counts.values()))
             result = drill_run(drill, base / f"run{n:03d}", want, ref)
             runs.append(result)
-            print(f"run {n}: {result['faults']} faults; so far {dict(sorted(drill.counts.items()))}, "
-                  f"{'ok' if not result['problems'] else result['problems']}", flush=True)
+            print(
+                f"run {n}: {result['faults']} faults; so far {dict(sorted(drill.counts.items()))}, "
+                f"{'ok' if not result['problems'] else result['problems']}",
+                flush=True,
+            )
             shutil.rmtree(base / f"run{n:03d}")  # the tmpfs is small
             if len(runs) > 4 * args.faults:
                 break
@@ -449,26 +487,46 @@ def in_parallel(args, work: Path) -> int:
     share = -(-args.faults // args.parallel)
     children = []
     for i in range(args.parallel):
-        cmd = [sys.executable, __file__, "--faults", str(share), "--per-run", str(args.per_run),
-               "--seed", str(args.seed * 1000 + i), "--work", str(work / f"drill{i}"),
-               "--json", str(work / f"drill{i}.json")]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--faults",
+            str(share),
+            "--per-run",
+            str(args.per_run),
+            "--seed",
+            str(args.seed * 1000 + i),
+            "--work",
+            str(work / f"drill{i}"),
+            "--json",
+            str(work / f"drill{i}.json"),
+        ]
         cmd += ["--exec"] if args.use_exec else []
         cmd += ["--minutes", str(args.minutes)] if args.minutes is not None else []
         children.append(subprocess.Popen(cmd, stdout=open(work / f"drill{i}.log", "w"), stderr=subprocess.STDOUT))
     for child in children:
         child.wait()
-    parts = [json.loads((work / f"drill{i}.json").read_text()) for i in range(args.parallel)
-             if (work / f"drill{i}.json").exists()]
+    parts = [
+        json.loads((work / f"drill{i}.json").read_text())
+        for i in range(args.parallel)
+        if (work / f"drill{i}.json").exists()
+    ]
     if len(parts) != args.parallel:
         raise SystemExit(f"fault_drill: {args.parallel - len(parts)} of the drills wrote no figures; see {work}")
     summed = {}
     for key in ("faults_by_kind", "faults_with_no_effect"):
         summed[key] = dict(sorted(sum((collections.Counter(p[key]) for p in parts), collections.Counter()).items()))
-    figures = {key: sum(p[key] for p in parts) for key in
-               ("faults", "runs", "resumes", "runs_lost", "lines_lost", "lines_doubled")}
-    figures |= summed | {"disk_full": parts[0]["disk_full"], "problems": [x for p in parts for x in p["problems"]],
-                         "wall_seconds": round(time.monotonic() - start, 1), "mode": parts[0]["mode"],
-                         "parallel": args.parallel}
+    figures = {
+        key: sum(p[key] for p in parts)
+        for key in ("faults", "runs", "resumes", "runs_lost", "lines_lost", "lines_doubled")
+    }
+    figures |= summed | {
+        "disk_full": parts[0]["disk_full"],
+        "problems": [x for p in parts for x in p["problems"]],
+        "wall_seconds": round(time.monotonic() - start, 1),
+        "mode": parts[0]["mode"],
+        "parallel": args.parallel,
+    }
     return report(figures, args.json)
 
 

@@ -56,8 +56,14 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     for ax, split in zip(axes, SPLITS):
         for i, (label, curve) in enumerate(runs):
             rows = [r for r in curve if f"{split}/mse" in r]
-            ax.plot([r["step"] for r in rows], [r[f"{split}/mse"] for r in rows], marker="o", ms=3,
-                    color=f"C{i % 10}", label=label)
+            ax.plot(
+                [r["step"] for r in rows],
+                [r[f"{split}/mse"] for r in rows],
+                marker="o",
+                ms=3,
+                color=f"C{i % 10}",
+                label=label,
+            )
         ax.axhline(runs[0][1][-1][f"{split}/zero_mse"], color="black", ls="--", lw=1, label="zero predictor")
         log_axis(ax)
         ax.set_title(f"{split}: EMA-model MSE (sampler; the regressor's forward pass)")

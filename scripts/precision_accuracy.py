@@ -67,23 +67,36 @@ def compare(treatment: Path, baseline: Path) -> list[dict]:
                 change = welch_relative_change(a, b)
                 mean_b, std_b, _ = mean_std(b)
                 mean_a, std_a, _ = mean_std(a)
-                row[split] = {"bf16_mse": a, "fp32_mse": b, "bf16_mean": mean_a, "bf16_std": std_a,
-                              "fp32_mean": mean_b, "fp32_std": std_b, "fp32_spread_rel": std_b / mean_b,
-                              "change": change.point, "lo": change.lo, "hi": change.hi}
+                row[split] = {
+                    "bf16_mse": a,
+                    "fp32_mse": b,
+                    "bf16_mean": mean_a,
+                    "bf16_std": std_a,
+                    "fp32_mean": mean_b,
+                    "fp32_std": std_b,
+                    "fp32_spread_rel": std_b / mean_b,
+                    "change": change.point,
+                    "lo": change.lo,
+                    "hi": change.hi,
+                }
             rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| configuration | step | seeds | split | fp32 MSE (mean ± std) | bf16-mixed MSE | bf16 vs fp32 [95 % Welch] | fp32 seeds' std / mean |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | step | seeds | split | fp32 MSE (mean ± std) | bf16-mixed MSE | bf16 vs fp32 [95 % Welch] | fp32 seeds' std / mean |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for split in SPLITS:
             s = r[split]
-            lines.append(f"| {r['configuration']} | {r['step']} | {len(r['seeds'])} | {split} | "
-                         f"{s['fp32_mean']:.5f} ± {s['fp32_std']:.5f} | {s['bf16_mean']:.5f} ± {s['bf16_std']:.5f} | "
-                         f"{100 * s['change']:+.2f} % [{100 * s['lo']:+.2f}, {100 * s['hi']:+.2f}] | "
-                         f"{100 * s['fp32_spread_rel']:.2f} % |")
+            lines.append(
+                f"| {r['configuration']} | {r['step']} | {len(r['seeds'])} | {split} | "
+                f"{s['fp32_mean']:.5f} ± {s['fp32_std']:.5f} | {s['bf16_mean']:.5f} ± {s['bf16_std']:.5f} | "
+                f"{100 * s['change']:+.2f} % [{100 * s['lo']:+.2f}, {100 * s['hi']:+.2f}] | "
+                f"{100 * s['fp32_spread_rel']:.2f} % |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -69,8 +69,9 @@ def plain_energy(model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, t: torch.Te
     return model.fc4(h).pow(2).sum(dim=-1)
 
 
-def plain_grad(model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-               create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def plain_grad(
+    model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, create_graph: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """E and ∇_y E by autograd."""
     with torch.enable_grad():
         y = y.detach().requires_grad_(True)
@@ -79,8 +80,15 @@ def plain_grad(model: EnergyMLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tens
     return e, grad
 
 
-def plain_descent(model: EnergyMLP, diffusion: Diffusion, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-                  steps: int, scale: float = 1.0) -> torch.Tensor:
+def plain_descent(
+    model: EnergyMLP,
+    diffusion: Diffusion,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    steps: int,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """Energy descent with rejection, two evaluations per step."""
     step = scale * diffusion.step_size[t]
     bound = diffusion.clamp * diffusion.sqrt_ac[t]
@@ -97,8 +105,16 @@ def plain_descent(model: EnergyMLP, diffusion: Diffusion, x: torch.Tensor, y: to
 # ================================================================ training and sampling
 
 
-def plain_negatives(model: EnergyMLP, diffusion: Diffusion, strategy, x: torch.Tensor, y: torch.Tensor,
-                    t: torch.Tensor, eps_pair: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+def plain_negatives(
+    model: EnergyMLP,
+    diffusion: Diffusion,
+    strategy,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    eps_pair: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor | None:
     """The three strategies of ired.md §4, given the product's strategy object for its options."""
     if isinstance(strategy, NoNegatives):
         return None
@@ -112,9 +128,17 @@ def plain_negatives(model: EnergyMLP, diffusion: Diffusion, strategy, x: torch.T
     return (z / sqrt_ac).clamp(-diffusion.clamp, diffusion.clamp)
 
 
-def plain_train_step(model: EnergyMLP, diffusion: Diffusion, strategy, optimizer, x: torch.Tensor,
-                     y: torch.Tensor, weight: float, grad_clip: float,
-                     generator: torch.Generator) -> dict[str, torch.Tensor]:
+def plain_train_step(
+    model: EnergyMLP,
+    diffusion: Diffusion,
+    strategy,
+    optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: float,
+    grad_clip: float,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
     """One optimiser step of L = L_mse + w·L_energy, drawing levels and noise as `train_step` does."""
     b, device = x.shape[0], x.device
     t = torch.randint(0, diffusion.num_steps, (b,), device=device, generator=generator)
@@ -143,8 +167,14 @@ def plain_train_step(model: EnergyMLP, diffusion: Diffusion, strategy, optimizer
     return stats
 
 
-def plain_sample(model: EnergyMLP, diffusion: Diffusion, x: torch.Tensor, inner_steps: int = 5,
-                 generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
+def plain_sample(
+    model: EnergyMLP,
+    diffusion: Diffusion,
+    x: torch.Tensor,
+    inner_steps: int = 5,
+    generator: torch.Generator | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """The IRED sampler of ired.md §5, drawing its start as `Diffusion.sample` does."""
     y = torch.randn(x.shape[0], model.n * model.n, device=x.device, dtype=x.dtype, generator=generator)
     y0 = y

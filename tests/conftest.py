@@ -14,18 +14,28 @@ BIN = Path(sys.executable).parent
 
 # Small enough for seconds per run on a 2-core CPU; every test that trains starts from these.
 TINY = [
-    "dataset.n=4", "model.hidden=32", "model.time_dim=16", "train.batch_size=32", "train.steps=20",
-    "train.log_every=5", "train.eval_every=10", "checkpoint.every=10", "eval.size=32", "eval.batch_size=32",
+    "dataset.n=4",
+    "model.hidden=32",
+    "model.time_dim=16",
+    "train.batch_size=32",
+    "train.steps=20",
+    "train.log_every=5",
+    "train.eval_every=10",
+    "checkpoint.every=10",
+    "eval.size=32",
+    "eval.batch_size=32",
     "hardware=cpu",
 ]
 
 
-def run_cli(script: str, *args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    script: str, *args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
     """Run an installed console script (ired-train, ired-eval, ired-report) in a subprocess."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120", **(env or {})}
-    proc = subprocess.run([str(BIN / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    proc = subprocess.run(
+        [str(BIN / script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

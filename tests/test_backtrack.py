@@ -65,6 +65,7 @@ def _problem(model, diffusion, b=64, seed=0, dtype=torch.float64):
 
 # ---------------------------------------------------------------- the rule, in closed form
 
+
 @pytest.mark.parametrize("shrink", [1.0, 0.5, 0.3])
 def test_every_step_of_the_descent_follows_the_rule_by_hand(shrink):
     """The product's own trajectory, after each number of steps, against the rule followed by hand
@@ -82,7 +83,7 @@ def test_every_step_of_the_descent_follows_the_rule_by_hand(shrink):
             assert y[i, 0].item() == pytest.approx(want, rel=1e-5, abs=1e-9), (steps, i)
     # the stiff samples are rejected at first; only smaller steps move them
     assert (s0 * a[2:] > 2).all()
-    moved = (y[2:, 0] != 1.0)
+    moved = y[2:, 0] != 1.0
     assert moved.all() if shrink < 1 else not moved.any()
 
 
@@ -97,6 +98,7 @@ def test_without_backtracking_a_rejected_sample_never_moves():
 
 # ---------------------------------------------------------------- the real energy, float64
 
+
 @pytest.mark.parametrize("shrink", [1.0, 0.5])
 @pytest.mark.parametrize("scale", [1.0, 8.0])
 def test_energy_never_rises_along_the_descent(shrink, scale):
@@ -105,8 +107,9 @@ def test_energy_never_rises_along_the_descent(shrink, scale):
     energy, x, cond, y, t, eps = _problem(model, diffusion)
     start = diffusion.noise(y, t, eps, eps_scale=3.0)
     with torch.no_grad():  # each prefix of the descent, its energy by the model's plain forward
-        energies = torch.stack([model.energy(x, diffusion.descend(energy, start, t, k, scale, shrink)[0], cond)
-                                for k in range(0, 13)])
+        energies = torch.stack(
+            [model.energy(x, diffusion.descend(energy, start, t, k, scale, shrink)[0], cond) for k in range(0, 13)]
+        )
     assert (energies[1:] <= energies[:-1]).all()
     assert (energies[-1] < energies[0]).any()
 
@@ -118,8 +121,11 @@ def test_with_backtracking_more_steps_never_leave_a_sample_worse_and_help_where_
     start = diffusion.noise(y, t, eps, eps_scale=3.0)
     scale = 5000.0  # an untrained energy is nearly linear: only very long steps overshoot and are rejected
     with torch.no_grad():
-        e = {(k, shrink): model.energy(x, diffusion.descend(energy, start, t, k, scale, shrink)[0], cond)
-             for k in (2, 5, 20, 40) for shrink in (1.0, 0.5)}
+        e = {
+            (k, shrink): model.energy(x, diffusion.descend(energy, start, t, k, scale, shrink)[0], cond)
+            for k in (2, 5, 20, 40)
+            for shrink in (1.0, 0.5)
+        }
     for fewer, more in [(2, 5), (5, 20), (20, 40)]:
         assert (e[more, 0.5] <= e[fewer, 0.5]).all()
     assert (e[40, 0.5] < e[20, 0.5]).any()
@@ -198,6 +204,7 @@ def test_the_miner_with_backtracking_moves_negatives_the_spec_leaves_at_the_star
 
 
 # ---------------------------------------------------------------- the config keys
+
 
 @pytest.mark.parametrize("arg", ["mining.backtrack=0", "sampler.backtrack=1.5"])
 def test_a_backtracking_factor_out_of_range_is_one_line(arg, tiny, tmp_path):

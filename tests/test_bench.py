@@ -58,10 +58,26 @@ def _one_step_each(name, dtype, n, hidden, time_dim, batch):
     p = spd_batch(n, batch, 0.5, torch.Generator().manual_seed(1))
     x, y = p.x.to(dtype), p.y.to(dtype)
     strategy = build_strategy(name)
-    a = train_step(product, diffusion, strategy, torch.optim.Adam(product.parameters(), lr=1e-3),
-                   Problems(x, y), CFG, torch.Generator().manual_seed(2))
-    b = yardstick.plain_train_step(plain, diffusion, strategy, torch.optim.Adam(plain.parameters(), lr=1e-3),
-                                   x, y, CFG.mining.weight, CFG.train.grad_clip, torch.Generator().manual_seed(2))
+    a = train_step(
+        product,
+        diffusion,
+        strategy,
+        torch.optim.Adam(product.parameters(), lr=1e-3),
+        Problems(x, y),
+        CFG,
+        torch.Generator().manual_seed(2),
+    )
+    b = yardstick.plain_train_step(
+        plain,
+        diffusion,
+        strategy,
+        torch.optim.Adam(plain.parameters(), lr=1e-3),
+        x,
+        y,
+        CFG.mining.weight,
+        CFG.train.grad_clip,
+        torch.Generator().manual_seed(2),
+    )
     return a, b, product, plain
 
 
@@ -165,8 +181,12 @@ def result_cpu_name(path: Path) -> str:
 
 def test_bench_tiny_writes_the_records(tmp_path):
     out, txt = tmp_path / "bench.json", tmp_path / "bench" / "bench.txt"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--tiny", "--device", "cpu", "--json", str(out),
-                           "--txt", str(txt)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench.py"), "--tiny", "--device", "cpu", "--json", str(out), "--txt", str(txt)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "% of matmul" in txt.read_text() and result_cpu_name(out) in txt.read_text()
     result = json.loads(out.read_text())
@@ -175,8 +195,9 @@ def test_bench_tiny_writes_the_records(tmp_path):
         for key in ("steps_per_s", "flops_per_step", "flops_per_s", "matmul_flops_per_s"):
             assert r[key] > 0, (r, key)
     train = [r for r in every if r["precision"] == "32"]  # the bf16-mixed rows: test_bench_tiny_times_bf16_beside_fp32
-    assert {(r["strategy"], r["batch"]) for r in train} == {(s, b) for s in ("none", "random", "adversarial")
-                                                           for b in (16, 64)}
+    assert {(r["strategy"], r["batch"]) for r in train} == {
+        (s, b) for s in ("none", "random", "adversarial") for b in (16, 64)
+    }
     (sampler,) = [r for r in result["records"] if r["kind"] == "sampler" and r["precision"] == "32"]
     assert sampler["matrices_per_s"] > 0 and sampler["flops_per_s"] > 0 and sampler["speedup_vs_yardstick"] > 0
     assert result["agreement"]["train"]["grad_rel_diff"] < 1e-4
@@ -184,13 +205,17 @@ def test_bench_tiny_writes_the_records(tmp_path):
     compiled = [r for r in train if r["compile"]]  # fp32
     assert [(r["strategy"], r["batch"]) for r in compiled] == [("adversarial", 16), ("adversarial", 64)]
     for r in compiled:
-        eager = next(e for e in train if (e["strategy"], e["batch"], e["compile"]) == ("adversarial", r["batch"], False))
+        eager = next(
+            e for e in train if (e["strategy"], e["batch"], e["compile"]) == ("adversarial", r["batch"], False)
+        )
         assert r["flops_per_step"] == eager["flops_per_step"] and r["steps_per_s"] > 0
     assert "speedup_vs_yardstick" in compiled[1] and "speedup_vs_yardstick" not in compiled[0]
     assert len([t for t in result["targets"] if t["name"].startswith("training FLOP/s")]) == 4
     # at the largest batch the limit is also timed in the same rounds as the steps
     for r in (r for r in train if r["strategy"] == "adversarial" and r["batch"] == 64):
-        assert r["fraction_of_matmul_same_rounds"] == pytest.approx(r["flops_per_s"] / r["matmul_flops_per_s_same_rounds"])
+        assert r["fraction_of_matmul_same_rounds"] == pytest.approx(
+            r["flops_per_s"] / r["matmul_flops_per_s_same_rounds"]
+        )
         assert r["matmul_flops_per_s_same_rounds"] > 0
     # where the time of the adversarial step at the largest batch goes: its matmuls are a part of it
     (profiled,) = [r for r in train if "breakdown" in r]
@@ -201,7 +226,9 @@ def test_bench_tiny_writes_the_records(tmp_path):
     # make either side of a cross-window comparison the larger): the matmuls take part of the step.
     b = profiled["breakdown"]
     assert 0 < b["ms_per_step"]["matmul"] <= b["profiled_step_ms"]
-    assert b["matmul_flops_per_s_in_step"] == pytest.approx(profiled["flops_per_step"] / (b["ms_per_step"]["matmul"] / 1e3))
+    assert b["matmul_flops_per_s_in_step"] == pytest.approx(
+        profiled["flops_per_step"] / (b["ms_per_step"]["matmul"] / 1e3)
+    )
     assert "% of matmul" in proc.stdout
     check_bf16_rows(result, txt.read_text())
 
@@ -212,21 +239,24 @@ def check_bf16_rows(result: dict, txt: str) -> None:
     records = result["records"]
     fp32 = {(r["kind"], r["strategy"], r["batch"], r.get("compile")): r for r in records if r.get("precision") == "32"}
     bf16 = [r for r in records if r.get("precision") == "bf16-mixed"]
-    assert {(r["strategy"], r["batch"], r["compile"]) for r in bf16 if r["kind"] == "train"} == \
-           {(s, b, False) for s in ("none", "random", "adversarial") for b in (16, 64)} | \
-           {("adversarial", b, True) for b in (16, 64)}
+    assert {(r["strategy"], r["batch"], r["compile"]) for r in bf16 if r["kind"] == "train"} == {
+        (s, b, False) for s in ("none", "random", "adversarial") for b in (16, 64)
+    } | {("adversarial", b, True) for b in (16, 64)}
     assert [r["kind"] for r in bf16].count("sampler") == 1
     for r in bf16:
         twin = fp32[(r["kind"], r["strategy"], r["batch"], r.get("compile"))]
-        assert r["speedup_vs_fp32"] == pytest.approx(twin.get("step_ms", 0) / r["step_ms"] if "step_ms" in r
-                                                     else r["matrices_per_s"] / twin["matrices_per_s"])
+        assert r["speedup_vs_fp32"] == pytest.approx(
+            twin.get("step_ms", 0) / r["step_ms"] if "step_ms" in r else r["matrices_per_s"] / twin["matrices_per_s"]
+        )
         assert r["matmul_flops_per_s"] == result["matmul"]["bf16_flops_per_s"] > 0
     names = [t["name"] for t in result["targets"] if t["name"].startswith("bf16-mixed / fp32")]
-    assert names == ["bf16-mixed / fp32 speed (adversarial, batch 64, compiled+bf16)",
-                     "bf16-mixed / fp32 speed (adversarial, batch 64, eager+bf16)",
-                     "bf16-mixed / fp32 speed (adversarial, batch 16, compiled+bf16)",
-                     "bf16-mixed / fp32 speed (adversarial, batch 16, eager+bf16)",
-                     "bf16-mixed / fp32 speed (sampler, batch 16)"]
+    assert names == [
+        "bf16-mixed / fp32 speed (adversarial, batch 64, compiled+bf16)",
+        "bf16-mixed / fp32 speed (adversarial, batch 64, eager+bf16)",
+        "bf16-mixed / fp32 speed (adversarial, batch 16, compiled+bf16)",
+        "bf16-mixed / fp32 speed (adversarial, batch 16, eager+bf16)",
+        "bf16-mixed / fp32 speed (sampler, batch 16)",
+    ]
     assert "bf16-mixed / fp32 speed, timed in the same rounds:" in txt and "× fp32" in txt
     # one step from the same weights and data: bf16 moves the losses by bf16 rounding, not more
     a = result["agreement"]["train_bf16_vs_fp32"]
@@ -237,8 +267,9 @@ def check_bf16_rows(result: dict, txt: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy,options", [("none", {}), ("random", {}), ("random", {"source": "gaussian"}),
-                                              ("adversarial", {})])
+@pytest.mark.parametrize(
+    "strategy,options", [("none", {}), ("random", {}), ("random", {"source": "gaussian"}), ("adversarial", {})]
+)
 def test_compiled_mining_and_loss_terms_match_eager(strategy, options):
     """hardware.compile. Mining: the eager negatives, drawing the same numbers from the run's
     generator (an accept/reject test of energy descent may flip where two energies tie to rounding,
@@ -284,8 +315,14 @@ def test_compiling_ahead_changes_nothing():
     """compile_ahead (hardware.compile: compiling before the training clock starts) leaves the
     weights, their gradients and the run's generator as they were, and a step after it is the step
     that would have come without it."""
-    cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0, "batch_size": 32},
-                            "dataset": {"n": 4, "lam": 0.5}, "hardware": {"compile": True}})
+    cfg = OmegaConf.create(
+        {
+            "mining": {"weight": 0.5},
+            "train": {"grad_clip": 1.0, "batch_size": 32},
+            "dataset": {"n": 4, "lam": 0.5},
+            "hardware": {"compile": True},
+        }
+    )
     steps = []
     for ahead in (False, True):
         torch.manual_seed(0)
@@ -313,22 +350,66 @@ def _gpu_result() -> dict:
         for batch in (256, 2048):
             for compile_on, graph in ((False, False), (True, False), (False, True), (True, True)):
                 rate = 100.0 * (1 + compile_on) * (1 + 4 * graph)
-                r = {"kind": "train", "strategy": strategy, "batch": batch, "compile": compile_on, "graph": graph,
-                     "flops_per_step": 6.4e10, "steps_per_s": rate, "step_ms": 1e3 / rate,
-                     "flops_per_s": 6.4e10 * rate, "fraction_of_matmul": 0.1, "peak_mem_mib": None}
+                r = {
+                    "kind": "train",
+                    "strategy": strategy,
+                    "batch": batch,
+                    "compile": compile_on,
+                    "graph": graph,
+                    "flops_per_step": 6.4e10,
+                    "steps_per_s": rate,
+                    "step_ms": 1e3 / rate,
+                    "flops_per_s": 6.4e10 * rate,
+                    "fraction_of_matmul": 0.1,
+                    "peak_mem_mib": None,
+                }
                 if strategy == "adversarial" and batch == 2048:
                     r |= {"speedup_vs_yardstick": rate / 50, "yardstick_steps_per_s": 50.0}
                 records.append(r)
-    records.append({"kind": "sampler", "strategy": "sampler", "batch": 256, "matrices_per_s": 60_000.0,
-                    "flops_per_call": 6e10, "flops_per_s": 1e13, "fraction_of_matmul": 0.03,
-                    "speedup_vs_yardstick": 2.0, "peak_mem_mib": 900.0})
-    records.append({"kind": "data", "strategy": "data", "batch": 2048, "matrices_per_s": 1e6, "flops_per_call": 3e7,
-                    "flops_per_s": 1e10, "fraction_of_matmul": 0.0, "speedup_vs_yardstick": 100.0})
-    machine = {"device": "cuda", "torch": "2.11.0+cu130", "threads": 16, "omp": {}, "cpu": "AMD EPYC", "cores": 16,
-               "gpu": "NVIDIA H100 80GB HBM3", "tf32": True, "load_avg_start": (1.0, 1.0, 1.0),
-               "load_avg_end": (1.0, 1.0, 1.0), "memory_at_start_mib": 500.0}
-    return {"machine": machine, "matmul": {"flops_per_s": 3.2e14}, "records": records,
-            "agreement": {"train": {"grad_rel_diff": 1e-6}, "sampler_max_abs_diff": 1e-6}}
+    records.append(
+        {
+            "kind": "sampler",
+            "strategy": "sampler",
+            "batch": 256,
+            "matrices_per_s": 60_000.0,
+            "flops_per_call": 6e10,
+            "flops_per_s": 1e13,
+            "fraction_of_matmul": 0.03,
+            "speedup_vs_yardstick": 2.0,
+            "peak_mem_mib": 900.0,
+        }
+    )
+    records.append(
+        {
+            "kind": "data",
+            "strategy": "data",
+            "batch": 2048,
+            "matrices_per_s": 1e6,
+            "flops_per_call": 3e7,
+            "flops_per_s": 1e10,
+            "fraction_of_matmul": 0.0,
+            "speedup_vs_yardstick": 100.0,
+        }
+    )
+    machine = {
+        "device": "cuda",
+        "torch": "2.11.0+cu130",
+        "threads": 16,
+        "omp": {},
+        "cpu": "AMD EPYC",
+        "cores": 16,
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "tf32": True,
+        "load_avg_start": (1.0, 1.0, 1.0),
+        "load_avg_end": (1.0, 1.0, 1.0),
+        "memory_at_start_mib": 500.0,
+    }
+    return {
+        "machine": machine,
+        "matmul": {"flops_per_s": 3.2e14},
+        "records": records,
+        "agreement": {"train": {"grad_rel_diff": 1e-6}, "sampler_max_abs_diff": 1e-6},
+    }
 
 
 def test_gpu_report_names_the_gpu_and_issue_11s_targets(tmp_path):

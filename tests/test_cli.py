@@ -38,8 +38,17 @@ def test_tiny_run_of_each_strategy_writes_finite_metrics(tmp_path, tiny, strateg
 
 def test_shell_overrides_reach_the_saved_config(tmp_path, tiny):
     run_dir = tmp_path / "run"
-    run_cli("ired-train", *tiny, "mining=adversarial", "mining.steps=3", "optim.lr=3e-4", "dataset.n=5",
-            f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    run_cli(
+        "ired-train",
+        *tiny,
+        "mining=adversarial",
+        "mining.steps=3",
+        "optim.lr=3e-4",
+        "dataset.n=5",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        check=True,
+    )
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert cfg["mining"]["steps"] == 3 and cfg["optim"]["lr"] == 3e-4 and cfg["dataset"]["n"] == 5
     assert cfg["mining"]["name"] == "adversarial"
@@ -72,8 +81,10 @@ def test_bad_input_is_one_clear_line(tmp_path, tiny, override, named):
 def test_logger_none_is_the_default_and_can_be_named(tmp_path, tiny):
     run_dir = tmp_path / "run"
     run_cli("ired-train", *tiny, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
-    assert yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]["logger"] \
+    assert (
+        yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]["logger"]
         == "none"
+    )
     assert not list(run_dir.glob("events.out.tfevents.*")) and not (run_dir / "wandb").exists()
     log = (run_dir / "train.log").read_text()  # the final table and the path, kept with the run's log
     assert "zero predictor" in log and f"run directory: {run_dir}" in log
@@ -86,9 +97,11 @@ def test_a_run_dir_too_long_to_make_is_one_line_before_anything_is_written(tmp_p
     run_dir = tmp_path / "runs" / ("x" * (name_max + 1))
     proc = run_cli("ired-train", *tiny, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
-    assert proc.stderr.strip() == ("ired-train: error: hydra.run.dir: the run directory cannot be made: its name "
-                                   f"{'x' * 60}… is {name_max + 1} bytes, and this filesystem allows {name_max}; "
-                                   "choose a shorter one")
+    assert proc.stderr.strip() == (
+        "ired-train: error: hydra.run.dir: the run directory cannot be made: its name "
+        f"{'x' * 60}… is {name_max + 1} bytes, and this filesystem allows {name_max}; "
+        "choose a shorter one"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -102,8 +115,14 @@ def test_two_modes_at_once_are_one_clear_line(tmp_path):
 
 def test_help_lists_groups_and_choices(tmp_path):
     proc = run_cli("ired-train", "--help", cwd=tmp_path, check=True)
-    for group, choice in [("mining", "adversarial"), ("hardware", "cpu"), ("experiment", "pilot"),
-                          ("model", "mlp"), ("diffusion", "cosine"), ("dataset", "inverse")]:
+    for group, choice in [
+        ("mining", "adversarial"),
+        ("hardware", "cpu"),
+        ("experiment", "pilot"),
+        ("model", "mlp"),
+        ("diffusion", "cosine"),
+        ("dataset", "inverse"),
+    ]:
         assert group in proc.stdout and choice in proc.stdout
 
 
@@ -111,8 +130,11 @@ def test_help_lists_groups_and_choices(tmp_path):
 def test_wheel_installed_in_fresh_venv_finds_its_configs(tmp_path, tiny):
     """Build the wheel, install it (without the editable checkout) into a new venv, run it outside the repo."""
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(dist.glob("ired_mining-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
@@ -123,25 +145,45 @@ def test_wheel_installed_in_fresh_venv_finds_its_configs(tmp_path, tiny):
     site = next((env_dir / "lib").glob("python*/site-packages"))
     deps = next(BIN.parent.glob("lib/python*/site-packages"))
     (site / "zz_deps.pth").write_text(str(deps) + "\n")
-    where = subprocess.run([str(py), "-c", "import ired_mining; print(ired_mining.__file__)"],
-                           capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(py), "-c", "import ired_mining; print(ired_mining.__file__)"], capture_output=True, text=True, check=True
+    ).stdout
     assert str(env_dir) in where, where
     work = tmp_path / "elsewhere"
     work.mkdir()
-    proc = subprocess.run([str(env_dir / "bin" / "ired-train"), *tiny, "train.steps=4", "train.eval_every=4"],
-                          cwd=work, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(env_dir / "bin" / "ired-train"), *tiny, "train.steps=4", "train.eval_every=4"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     finals = list((work / "outputs").glob("*/*/metrics.json"))
     assert len(finals) == 1 and read_json(finals[0])["status"] == "finished"
 
     # The sweeper plugin (hydra_plugins/ired_sweeper) comes from the wheel too, and Hydra finds it: a
     # glob sweep ends with its table of jobs.
-    where = subprocess.run([str(py), "-c", "import hydra_plugins.ired_sweeper as p; print(p.__file__)"],
-                           capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(py), "-c", "import hydra_plugins.ired_sweeper as p; print(p.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(env_dir) in where, where
-    proc = subprocess.run([str(env_dir / "bin" / "ired-train"), "-m", *tiny, "train.steps=4", "train.eval_every=4",
-                           "mining=glob(*,exclude=adversarial)", "hydra.sweep.dir=sweep"],
-                          cwd=work, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(env_dir / "bin" / "ired-train"),
+            "-m",
+            *tiny,
+            "train.steps=4",
+            "train.eval_every=4",
+            "mining=glob(*,exclude=adversarial)",
+            "hydra.sweep.dir=sweep",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     jobs = read_json(work / "sweep" / "jobs.json")
     assert [(j["metrics"]["strategy"], j["state"]) for j in jobs] == [("none", "finished"), ("random", "finished")]

@@ -11,17 +11,19 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY, read_json, read_jsonl, run_cli
 from ired_mining.checkpoint import fingerprint, list_checkpoints
 from ired_mining.train import compat_fingerprint, learning_rate
+
+from conftest import TINY, read_json, read_jsonl, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = [a for a in TINY if not a.startswith("train.steps")] + ["mining=adversarial"]
 
 
 def train(run_dir: Path, steps: int, *extra: str, check: bool = True):
-    return run_cli("ired-train", *BASE, f"train.steps={steps}", *extra, f"hydra.run.dir={run_dir}",
-                   cwd=run_dir.parent, check=check)
+    return run_cli(
+        "ired-train", *BASE, f"train.steps={steps}", *extra, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, check=check
+    )
 
 
 TIMINGS = ("train_seconds", "mine_ms")  # clocks, not results
@@ -106,8 +108,10 @@ def test_runs_recorded_before_the_later_keys_keep_their_fingerprint():
     recorded = next((REPO / "results" / "cpu_grid" / "sweep").glob("*/.hydra/config.yaml"))
     old = OmegaConf.load(recorded)
     assert "depth" not in old.model and "schedule" not in old.optim
-    then = {k: OmegaConf.to_container(old[k], resolve=True) for k in ("model", "diffusion", "dataset", "mining",
-                                                                     "optim", "ema")}
+    then = {
+        k: OmegaConf.to_container(old[k], resolve=True)
+        for k in ("model", "diffusion", "dataset", "mining", "optim", "ema")
+    }
     then |= {"seed": old.seed, "batch_size": old.train.batch_size, "grad_clip": old.train.grad_clip}
     now = OmegaConf.merge(old, {"model": {"depth": 3}, "optim": {"schedule": "constant", "min_lr": 0.0}})
     assert compat_fingerprint(now) == fingerprint(then)

@@ -13,12 +13,12 @@ import sys
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from test_graphed import SETTINGS, assert_same_state, metrics
 
 from ired_mining.checkpoint import checkpoint_path
 from ired_mining.data import spd_batch
 from ired_mining.graphed import StepParts, StepRunner
 from ired_mining.train import Run, train_step
-from test_graphed import SETTINGS, assert_same_state, metrics
 
 pytestmark = [
     pytest.mark.cuda,
@@ -90,7 +90,9 @@ def test_nan_guard_inside_the_graph_names_the_first_bad_step(tmp_path):
     """Weights set to NaN between replays (the graph reads them in place): the flag the graph keeps
     names the first bad step, not the step at which the host looks."""
     run = make_run(tmp_path, "run", "hardware.cuda_graph=true")
-    parts = StepParts(run.model, run.ema, run.optimizer, run.diffusion, run.strategy, run.generator, run.cfg, run.device)
+    parts = StepParts(
+        run.model, run.ema, run.optimizer, run.diffusion, run.strategy, run.generator, run.cfg, run.device
+    )
     runner = StepRunner(parts, train_step, run.step)
     assert int(runner.advance(run.running, run.step, 10)) == -1
     assert runner.graphs.step_graph is not None  # recorded: steps 4 … 10 were replays

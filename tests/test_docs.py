@@ -17,8 +17,13 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 def shipped() -> set[str]:
     """Paths a clone has: tracked files and those not yet committed that git does not ignore."""
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: nothing to tell what a clone holds")
     return set(out.splitlines())
@@ -49,10 +54,14 @@ def links() -> list[tuple[Path, str]]:
 
 
 def test_the_slug_is_githubs():
-    assert slug("Watch a sweep live: TensorBoard and Weights & Biases") == \
-        "watch-a-sweep-live-tensorboard-and-weights--biases"
-    assert slug("On a GPU: the whole step as a CUDA graph (`hardware.cuda_graph`)") == \
-        "on-a-gpu-the-whole-step-as-a-cuda-graph-hardwarecuda_graph"
+    assert (
+        slug("Watch a sweep live: TensorBoard and Weights & Biases")
+        == "watch-a-sweep-live-tensorboard-and-weights--biases"
+    )
+    assert (
+        slug("On a GPU: the whole step as a CUDA graph (`hardware.cuda_graph`)")
+        == "on-a-gpu-the-whole-step-as-a-cuda-graph-hardwarecuda_graph"
+    )
 
 
 def test_the_pages_link_to_something():
@@ -68,7 +77,8 @@ def test_every_link_resolves_in_a_clone(page, target):
     rel = file.relative_to(REPO).as_posix() if file.is_relative_to(REPO) else None
     assert rel is not None, f"{page.name}: {target} points outside the repository"
     files = shipped()
-    assert rel in files or any(f.startswith(rel.rstrip("/") + "/") for f in files) or rel == ".", \
+    assert rel in files or any(f.startswith(rel.rstrip("/") + "/") for f in files) or rel == ".", (
         f"{page.name}: {target} is not in a clone of the repository"
+    )
     if anchor:
         assert file.suffix == ".md" and anchor in anchors(file), f"{page.name}: {target}: no such heading"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, read_json, run_cli
 from ired_mining.checkpoint import list_checkpoints
+
+from conftest import TINY, read_json, run_cli
 
 SPLIT_KEYS = ("mse", "zero_mse", "exact_mse", "residual")
 
@@ -118,15 +119,18 @@ def test_bad_input_is_one_line_from_the_installed_script(run_dir, tmp_path):
     assert not (run / "eval").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "no checkpoint"),
-    (("sampler.bogus=1",), "sampler.bogus: not a key of sampler; its keys: inner_steps, step_scale, backtrack"),
-    (("bogus.key=1",), "bogus.key: not a key of this run's config; ired-eval accepts eval.*, sampler.*"),
-    (("model.hidden=64",), "cannot change at evaluation"),
-    (("dataset.split=nope",), "not a split"),
-    (("sampler.inner_steps=-1",), "sampler.inner_steps=-1 is invalid"),
-    (("--scaling", "--inner-steps", "a,b"), "--inner-steps=a,b"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "no checkpoint"),
+        (("sampler.bogus=1",), "sampler.bogus: not a key of sampler; its keys: inner_steps, step_scale, backtrack"),
+        (("bogus.key=1",), "bogus.key: not a key of this run's config; ired-eval accepts eval.*, sampler.*"),
+        (("model.hidden=64",), "cannot change at evaluation"),
+        (("dataset.split=nope",), "not a split"),
+        (("sampler.inner_steps=-1",), "sampler.inner_steps=-1 is invalid"),
+        (("--scaling", "--inner-steps", "a,b"), "--inner-steps=a,b"),
+    ],
+)
 def test_bad_input_is_one_line(run_dir, tmp_path, capsys, args, message):
     from ired_mining.eval_cli import main
 

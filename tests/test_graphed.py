@@ -8,15 +8,21 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from conftest import TINY, read_json, run_cli
 from ired_mining.checkpoint import checkpoint_path
 from ired_mining.data import inverse_by_triangular_solve, spd_batch
 from ired_mining.graphed import next_visit
 from ired_mining.train import Run, TrainingDiverged
 
+from conftest import TINY, read_json, run_cli
+
 # Tens of steps, an EMA update every 3 after a warm-up of 4, visits at 5, 7 and 10 steps.
 SETTINGS = [o for o in TINY if not o.startswith(("train.steps", "train.eval_every", "checkpoint.every"))] + [
-    "train.steps=40", "train.eval_every=10", "checkpoint.every=7", "ema.every=3", "ema.warmup=4"]
+    "train.steps=40",
+    "train.eval_every=10",
+    "checkpoint.every=7",
+    "ema.every=3",
+    "ema.warmup=4",
+]
 
 
 def make_run(tmp_path, name, *overrides):
@@ -146,8 +152,14 @@ def test_ired_train_with_cuda_graph_on_a_cpu_matches_the_eager_run(tmp_path):
     metrics as the ordinary loop, bit for bit."""
     common = [o for o in TINY if not o.startswith("hardware=")] + ["hardware=cpu"]
     run_cli("ired-train", *common, f"hydra.run.dir={tmp_path / 'eager'}", check=True)
-    run_cli("ired-train", *common, "hardware.cuda_graph=true", "hardware.cuda_graph_data=false",
-            f"hydra.run.dir={tmp_path / 'static'}", check=True)
+    run_cli(
+        "ired-train",
+        *common,
+        "hardware.cuda_graph=true",
+        "hardware.cuda_graph_data=false",
+        f"hydra.run.dir={tmp_path / 'static'}",
+        check=True,
+    )
     drop = ("train_seconds", "seconds_per_step", "env")
     a, b = (read_json(tmp_path / d / "metrics.json") for d in ("eager", "static"))
     assert a["status"] == b["status"] == "finished"

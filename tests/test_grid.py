@@ -12,14 +12,16 @@ from pathlib import Path
 import mpmath
 import pytest
 
-from conftest import TINY, read_json, run_cli
 from ired_mining.report import write_report
 from ired_mining.stats import bonferroni_level, holm, mean_interval, t_quantile, welch_p_value
+
+from conftest import TINY, read_json, run_cli
 
 T975_DF4 = 2.7764451051977987  # t_{0.975} with 4 degrees of freedom, from a printed table
 
 
 # ================================================================ statistics
+
 
 def t_two_sided_p_by_integration(t: float, df: float) -> float:
     """2 ∫_{|t|}^∞ of Student's t density, by numerical quadrature (no incomplete beta function)."""
@@ -27,11 +29,14 @@ def t_two_sided_p_by_integration(t: float, df: float) -> float:
     return float(2 * mpmath.quad(lambda x: c * (1 + x**2 / df) ** (-(df + 1) / 2), [abs(t), mpmath.inf]))
 
 
-@pytest.mark.parametrize("treat, base", [
-    ([0.010, 0.011, 0.0105], [0.012, 0.0125, 0.013]),
-    ([0.02, 0.03, 0.025, 0.028], [0.021, 0.022, 0.020]),
-    ([1.0, 1.5], [1.2, 1.1, 1.3, 1.25, 1.15]),
-])
+@pytest.mark.parametrize(
+    "treat, base",
+    [
+        ([0.010, 0.011, 0.0105], [0.012, 0.0125, 0.013]),
+        ([0.02, 0.03, 0.025, 0.028], [0.021, 0.022, 0.020]),
+        ([1.0, 1.5], [1.2, 1.1, 1.3, 1.25, 1.15]),
+    ],
+)
 def test_welch_p_value_matches_numerical_integration(treat, base):
     lt, lb = [math.log(v) for v in treat], [math.log(v) for v in base]
     va, vb = statistics.variance(lt) / len(lt), statistics.variance(lb) / len(lb)
@@ -88,19 +93,44 @@ def test_bonferroni_level_and_the_mean_interval():
 
 SPLITS = {"in_dist": 0.5, "harder": 0.1}
 ZERO = {"in_dist": 0.0208, "harder": 0.255}
-MINING = {"none": {"name": "none", "weight": 0.0},
-          "adversarial": {"name": "adversarial", "weight": 0.5, "steps": 2, "step_scale": 1.0, "corruption": 3.0,
-                          "backtrack": 1.0}}
+MINING = {
+    "none": {"name": "none", "weight": 0.0},
+    "adversarial": {
+        "name": "adversarial",
+        "weight": 0.5,
+        "steps": 2,
+        "step_scale": 1.0,
+        "corruption": 3.0,
+        "backtrack": 1.0,
+    },
+}
 
 
-def write_point(root: Path, name: str, strategy: str, seed: int, final: float, options: dict | None = None,
-                hidden: int = 512, dist: float | None = None, seconds: float = 10.0, steps: int = 1000) -> None:
+def write_point(
+    root: Path,
+    name: str,
+    strategy: str,
+    seed: int,
+    final: float,
+    options: dict | None = None,
+    hidden: int = 512,
+    dist: float | None = None,
+    seconds: float = 10.0,
+    steps: int = 1000,
+) -> None:
     """A finished run directory of one grid point (options: the mining keys it changes)."""
     d = root / f"+grid={name},seed={seed}"
     (d / ".hydra").mkdir(parents=True)
     mining = MINING[strategy] | (options or {})
-    config = {"seed": seed, "mining": mining, "model": {"hidden": hidden}, "train": {"steps": steps},
-              "dataset": {"n": 8}, "eval": {"splits": SPLITS}, "hardware": {"device": "cpu"}}
+    config = {
+        "seed": seed,
+        "mining": mining,
+        "model": {"hidden": hidden},
+        "train": {"steps": steps},
+        "dataset": {"n": 8},
+        "eval": {"splits": SPLITS},
+        "hardware": {"device": "cpu"},
+    }
     (d / ".hydra" / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     (d / ".hydra" / "overrides.yaml").write_text(f"- +grid={name}\n- seed={seed}\n")
     rows = []
@@ -114,9 +144,19 @@ def write_point(root: Path, name: str, strategy: str, seed: int, final: float, o
             row["neg/dist"], row["neg/gap"] = dist * (1 + (10 - k) / 10), 5.0 * k
         rows.append(row)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "metrics.json").write_text(json.dumps({
-        "status": "finished", "strategy": strategy, "seed": seed, "step": steps, "train_seconds": seconds,
-        "seconds_per_step": seconds / steps, **{k: v for k, v in rows[-1].items() if "/" in k and "neg" not in k}}))
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "finished",
+                "strategy": strategy,
+                "seed": seed,
+                "step": steps,
+                "train_seconds": seconds,
+                "seconds_per_step": seconds / steps,
+                **{k: v for k, v in rows[-1].items() if "/" in k and "neg" not in k},
+            }
+        )
+    )
 
 
 NONE = [0.0100, 0.0102, 0.0098]
@@ -125,7 +165,7 @@ POINTS = {
     "none": ("none", {}, 512, 1.0, None),
     "none_h1024": ("none", {}, 1024, 0.95, None),
     "adversarial": ("adversarial", {}, 512, 1.01, 0.8),
-    "c0.5_k1": ("adversarial", {"corruption": 0.5, "steps": 1}, 512, 0.6, 0.1),   # 40 % lower: clears
+    "c0.5_k1": ("adversarial", {"corruption": 0.5, "steps": 1}, 512, 0.6, 0.1),  # 40 % lower: clears
     "c0.5_k2": ("adversarial", {"corruption": 0.5}, 512, 0.7, 0.12),
     "c3_k1": ("adversarial", {"steps": 1, "corruption": 3}, 512, 1.05, 0.7),  # 3, not 3.0: the same value
     "w2": ("adversarial", {"weight": 2.0}, 512, 1.2, 0.9),
@@ -137,8 +177,9 @@ def make_grid(root: Path, points=POINTS) -> Path:
     for name, (strategy, options, hidden, factor, dist) in points.items():
         for seed, v in enumerate(NONE):
             # the seeds' spread differs a little between points, so Welch's df are not all alike
-            write_point(root, name, strategy, seed, factor * v * (1 + 0.01 * seed * (factor != 1.0)),
-                        options, hidden, dist)
+            write_point(
+                root, name, strategy, seed, factor * v * (1 + 0.01 * seed * (factor != 1.0)), options, hidden, dist
+            )
     return root
 
 
@@ -156,8 +197,15 @@ def test_grid_report_labels_corrects_and_judges_the_best_configuration(tmp_path)
     a = read_json(sweep / "summary.json")
     g = a["grid"]
     labels = {p["label"] for p in g["points"]}
-    assert labels == {"none", "none model.hidden=1024", "adversarial", "adversarial corruption=0.5 steps=1",
-                      "adversarial corruption=0.5", "adversarial steps=1", "adversarial weight=2"}
+    assert labels == {
+        "none",
+        "none model.hidden=1024",
+        "adversarial",
+        "adversarial corruption=0.5 steps=1",
+        "adversarial corruption=0.5",
+        "adversarial steps=1",
+        "adversarial weight=2",
+    }
     assert set(g["factors"]) >= {"mining.name", "mining.corruption", "mining.steps", "mining.weight", "model.hidden"}
     m = len(POINTS) - 1
     assert g["comparisons"] == {"in_dist": m, "harder": m}
@@ -171,8 +219,10 @@ def test_grid_report_labels_corrects_and_judges_the_best_configuration(tmp_path)
         change = by_label[lab]["change"]["in_dist"]
         point, lo, hi = welch_by_hand(values[lab], values["none"], 1 - 0.05 / m)
         assert change["simultaneous"]["point"] == pytest.approx(point, rel=1e-9)
-        assert (change["simultaneous"]["lo"], change["simultaneous"]["hi"]) == (pytest.approx(lo, rel=1e-7),
-                                                                                 pytest.approx(hi, rel=1e-7))
+        assert (change["simultaneous"]["lo"], change["simultaneous"]["hi"]) == (
+            pytest.approx(lo, rel=1e-7),
+            pytest.approx(hi, rel=1e-7),
+        )
         k = ranked.index(lab)
         by_hand = max(min(1.0, (m - j) * raw[ranked[j]]) for j in range(k + 1))
         assert change["p_holm"] == pytest.approx(by_hand, rel=1e-9)
@@ -195,8 +245,10 @@ def test_grid_report_labels_corrects_and_judges_the_best_configuration(tmp_path)
     # the 2-D grid: corruption × steps, the centre and three corners
     assert g["map"]["x"] == "mining.corruption" and g["map"]["y"] == "mining.steps"
     assert g["map"]["x_values"] == [0.5, 3] and g["map"]["y_values"] == [1, 2]
-    assert g["map"]["cells"] == [["adversarial corruption=0.5 steps=1", "adversarial steps=1"],
-                                 ["adversarial corruption=0.5", "adversarial"]]
+    assert g["map"]["cells"] == [
+        ["adversarial corruption=0.5 steps=1", "adversarial steps=1"],
+        ["adversarial corruption=0.5", "adversarial"],
+    ]
     for name in ("grid_heatmap.png", "mse_vs_negative_distance.png", "learning_curves.png"):
         assert (sweep / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## The grid" in summary and "grid_heatmap.png" in summary
@@ -249,17 +301,34 @@ def test_a_three_strategy_sweep_is_not_a_grid(tmp_path):
 
 # ================================================================ a tiny real grid through the CLI
 
+
 @pytest.mark.slow
 def test_tiny_real_grid_through_the_cli(tmp_path):
     sweep = tmp_path / "grid"
-    run_cli("ired-train", "-m", "experiment=mining_grid", "+grid=none,adversarial,c0.5_k1,c0.5_k2,c3_k1,c3_k2_bt",
-            "seed=0,1", *TINY, "train.steps=10", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=True)
+    run_cli(
+        "ired-train",
+        "-m",
+        "experiment=mining_grid",
+        "+grid=none,adversarial,c0.5_k1,c0.5_k2,c3_k1,c3_k2_bt",
+        "seed=0,1",
+        *TINY,
+        "train.steps=10",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        check=True,
+    )
     assert len(list(sweep.glob("+grid=*"))) == 12
     summary = (sweep / "summary.md").read_text()
     a = read_json(sweep / "summary.json")
     labels = {p["label"] for p in a["grid"]["points"]}
-    assert labels == {"none", "adversarial", "adversarial corruption=0.5 steps=1", "adversarial corruption=0.5",
-                      "adversarial steps=1", "adversarial backtrack=0.5"}
+    assert labels == {
+        "none",
+        "adversarial",
+        "adversarial corruption=0.5 steps=1",
+        "adversarial corruption=0.5",
+        "adversarial steps=1",
+        "adversarial backtrack=0.5",
+    }
     assert a["grid"]["comparisons"]["in_dist"] == 5
     assert a["grid"]["map"]["x"] == "mining.corruption" and a["grid"]["map"]["y"] == "mining.steps"
     # c3_k1 writes corruption 3, the default 3.0: one column, every cell filled
@@ -277,11 +346,21 @@ def test_tiny_real_grid_through_the_cli(tmp_path):
 
 
 def test_a_bad_grid_point_is_one_line(tmp_path):
-    proc = run_cli("ired-train", "-m", "experiment=mining_grid", "+grid=bogus", "seed=0", *TINY,
-                   f"hydra.sweep.dir={tmp_path / 'g'}", cwd=tmp_path)
+    proc = run_cli(
+        "ired-train",
+        "-m",
+        "experiment=mining_grid",
+        "+grid=bogus",
+        "seed=0",
+        *TINY,
+        f"hydra.sweep.dir={tmp_path / 'g'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ired-train: error: grid: no option 'bogus'; choose one of: adversarial,")
+    assert len(lines) == 1 and lines[0].startswith(
+        "ired-train: error: grid: no option 'bogus'; choose one of: adversarial,"
+    )
 
 
 def test_a_strategy_run_with_other_options_than_its_defaults_is_labelled_by_them(tmp_path):

@@ -20,7 +20,7 @@ PACKAGE = Path(ired_mining.__file__).parent
 def layers() -> dict[str, int]:
     """Module → layer number (0 = ground), from the table in rundir's docstring."""
     doc = ired_mining.rundir.__doc__
-    table = doc[doc.index("Layers of the package"):].split("\n\n")[1]
+    table = doc[doc.index("Layers of the package") :].split("\n\n")[1]
     out = {}
     for rank, line in enumerate(table.strip().splitlines()):
         _, names = re.match(r"\s*(\w+)\s+(.*)", line).groups()
@@ -47,9 +47,11 @@ def package_module(dotted: str) -> str | None:
 
 def upward_imports(source: str, module: str, table: dict[str, int]) -> list[str]:
     own = table[module]
-    return sorted(f"{module} imports {dotted} ({table.get(package_module(dotted), 'unlisted')} > {own})"
-                  for dotted in imported_modules(source)
-                  if package_module(dotted) and table.get(package_module(dotted), len(table)) > own)
+    return sorted(
+        f"{module} imports {dotted} ({table.get(package_module(dotted), 'unlisted')} > {own})"
+        for dotted in imported_modules(source)
+        if package_module(dotted) and table.get(package_module(dotted), len(table)) > own
+    )
 
 
 def modules() -> dict[str, list[Path]]:
@@ -70,8 +72,13 @@ def test_every_module_has_a_layer():
 
 def test_nothing_imports_upwards():
     table = layers()
-    problems = [p for name, files in modules().items() if name in table
-                for f in files for p in upward_imports(f.read_text(), name, table)]
+    problems = [
+        p
+        for name, files in modules().items()
+        if name in table
+        for f in files
+        for p in upward_imports(f.read_text(), name, table)
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -80,7 +87,8 @@ def test_the_check_catches_an_upward_import():
     source = "import json\ndef f():\n    from ired_mining.train import main\n    import ired_mining.report.plots\n"
     assert upward_imports(source, "rundir", table) == [
         f"rundir imports ired_mining.report.plots ({table['report']} > 0)",
-        f"rundir imports ired_mining.train ({table['train']} > 0)"]
+        f"rundir imports ired_mining.train ({table['train']} > 0)",
+    ]
     assert upward_imports(source, "train", table) == []
 
 

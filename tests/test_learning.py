@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_module
 
-from conftest import read_jsonl
 from ired_mining.train import Run
+
+from conftest import read_jsonl
 
 
 def compose_cfg(overrides: list[str]):
@@ -16,9 +17,21 @@ def compose_cfg(overrides: list[str]):
 
 @pytest.mark.parametrize("strategy", ["none", "random", "adversarial"])
 def test_each_strategy_learns_and_beats_the_zero_predictor(tmp_path, strategy):
-    cfg = compose_cfg([f"mining={strategy}", "hardware=cpu", "dataset.n=4", "model.hidden=128",
-                       "train.batch_size=128", "train.steps=400", "train.eval_every=100", "train.log_every=100",
-                       "eval.size=256", "eval.batch_size=256", "checkpoint.every=1000"])
+    cfg = compose_cfg(
+        [
+            f"mining={strategy}",
+            "hardware=cpu",
+            "dataset.n=4",
+            "model.hidden=128",
+            "train.batch_size=128",
+            "train.steps=400",
+            "train.eval_every=100",
+            "train.log_every=100",
+            "eval.size=256",
+            "eval.batch_size=256",
+            "checkpoint.every=1000",
+        ]
+    )
     Run(cfg, tmp_path).fit()
     lines = read_jsonl(tmp_path / "metrics.jsonl")
     first, last = lines[0], lines[-1]

@@ -12,16 +12,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY, read_json, run_cli
-from ired_mining.sweep import job_states
 from ired_mining.memory import BatchTooLarge, available_bytes, naming_the_batch, train_step_bytes
+from ired_mining.sweep import job_states
 
-DOES_NOT_FIT = re.compile(r"ired-train: error: (\S+)=(\d+) does not fit: an? \w+ needs ~([\d.,]+) GB, "
-                          r"the cpu has ([\d.,]+) GB available; lower \1\n")
+from conftest import TINY, read_json, run_cli
+
+DOES_NOT_FIT = re.compile(
+    r"ired-train: error: (\S+)=(\d+) does not fit: an? \w+ needs ~([\d.,]+) GB, "
+    r"the cpu has ([\d.,]+) GB available; lower \1\n"
+)
 
 
-@pytest.mark.parametrize("overrides,key", [(["train.batch_size=100000000"], "train.batch_size"),
-                                           (["eval.size=20000000", "eval.batch_size=20000000"], "eval.batch_size")])
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["train.batch_size=100000000"], "train.batch_size"),
+        (["eval.size=20000000", "eval.batch_size=20000000"], "eval.batch_size"),
+    ],
+)
 def test_a_batch_that_cannot_fit_stops_with_one_line(tmp_path, overrides, key):
     """Default model (n = 20, hidden 512): 10^8 problems a step, or 2·10^7 matrices a sampler call,
     need hundreds of GB."""
@@ -41,8 +49,15 @@ def test_a_batch_that_cannot_fit_stops_with_one_line(tmp_path, overrides, key):
 def test_in_a_sweep_the_job_that_cannot_fit_fails_alone(tmp_path):
     sweep = tmp_path / "sweep"
     tiny = [a for a in TINY if not a.startswith("train.batch_size")]
-    proc = run_cli("ired-train", "-m", *tiny, "mining=none", "train.batch_size=32,1000000000",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_cli(
+        "ired-train",
+        "-m",
+        *tiny,
+        "mining=none",
+        "train.batch_size=32,1000000000",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ok, bad = job_states(sweep)
     assert ok["state"] == "finished" and ok["metrics"]["step"] == 20
@@ -51,16 +66,25 @@ def test_in_a_sweep_the_job_that_cannot_fit_fails_alone(tmp_path):
 
 
 def _cfg(batch: int = 64):
-    return OmegaConf.create({"dataset": {"n": 4}, "model": {"hidden": 32}, "mining": {"name": "none"},
-                             "train": {"batch_size": batch}, "eval": {"batch_size": 32, "size": 32,
-                                                                      "splits": {"a": 0.5}}})
+    return OmegaConf.create(
+        {
+            "dataset": {"n": 4},
+            "model": {"hidden": 32},
+            "mining": {"name": "none"},
+            "train": {"batch_size": batch},
+            "eval": {"batch_size": 32, "size": 32, "splits": {"a": 0.5}},
+        }
+    )
 
 
 def test_the_allocators_own_error_becomes_the_same_line():
     """The net under the estimate: a real allocation the CPU allocator refuses (64 TiB) inside the
     loop becomes BatchTooLarge naming the batch; other errors pass through untouched."""
-    with pytest.raises(BatchTooLarge, match=r"^train\.batch_size=64 does not fit: a step needs ~70,369 GB, the cpu "
-                                            r"has [\d.,]+ GB available; lower train\.batch_size$"):
+    with pytest.raises(
+        BatchTooLarge,
+        match=r"^train\.batch_size=64 does not fit: a step needs ~70,369 GB, the cpu "
+        r"has [\d.,]+ GB available; lower train\.batch_size$",
+    ):
         with naming_the_batch(_cfg(), torch.device("cpu")):
             torch.empty(2**44, dtype=torch.float32)
     with pytest.raises(RuntimeError, match="shape"):
@@ -107,8 +131,13 @@ def test_the_estimate_of_a_step_is_near_the_measured_peak(mining):
     just before the step, so nothing but the step's own tensors), at a shape the estimate's
     constants were not read off (n = 10, hidden 256)."""
     n, hidden, batch = 10, 256, 20000
-    proc = subprocess.run([sys.executable, "-c", PEAK, str(n), str(hidden), mining, str(batch)], capture_output=True,
-                          text=True, timeout=300, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK, str(n), str(hidden), mining, str(batch)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     measured = json.loads(proc.stdout)
     cfg = OmegaConf.merge(_cfg(batch), {"dataset": {"n": n}, "model": {"hidden": hidden}, "mining": {"name": mining}})
     estimate = train_step_bytes(cfg)

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, read_json, run_cli
 from ired_mining.model import EnergyMLP, Regressor
+
+from conftest import TINY, read_json, run_cli
 
 
 def energy_by_the_spec(model: EnergyMLP, x, y, t) -> torch.Tensor:
@@ -73,8 +74,17 @@ def test_regressor_is_the_plain_mlp_of_the_same_widths():
 def test_regressor_trains_through_the_cli_and_beats_the_zero_predictor(tmp_path):
     run = tmp_path / "run"
     args = [a for a in TINY if not a.startswith("train.steps")]
-    proc = run_cli("ired-train", *args, "train.steps=300", "model=regressor", "mining=none", "optim.lr=1e-3",
-                   f"hydra.run.dir={run}", cwd=tmp_path, check=True)
+    proc = run_cli(
+        "ired-train",
+        *args,
+        "train.steps=300",
+        "model=regressor",
+        "mining=none",
+        "optim.lr=1e-3",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        check=True,
+    )
     final = read_json(run / "metrics.json")
     assert final["status"] == "finished" and final["step"] == 300
     # A 4 × 4 inverse is within a small MLP's reach: well under the zero predictor after 300 steps.
@@ -82,12 +92,21 @@ def test_regressor_trains_through_the_cli_and_beats_the_zero_predictor(tmp_path)
     assert "loss/energy" not in final and "regressor" in proc.stdout
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model=regressor", "mining=adversarial"], "mining.name=adversarial is invalid; it must be none with model=regressor"),
-    (["model.depth=1"], "model.depth=1 is invalid; it must be an integer ≥ 2"),
-    (["optim.schedule=linear"], "optim.schedule=linear is invalid; it must be constant or cosine"),
-    (["optim.schedule=cosine", "optim.min_lr=1"], "optim.min_lr=1.0 is invalid; it must be a number in [0, optim.lr="),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["model=regressor", "mining=adversarial"],
+            "mining.name=adversarial is invalid; it must be none with model=regressor",
+        ),
+        (["model.depth=1"], "model.depth=1 is invalid; it must be an integer ≥ 2"),
+        (["optim.schedule=linear"], "optim.schedule=linear is invalid; it must be constant or cosine"),
+        (
+            ["optim.schedule=cosine", "optim.min_lr=1"],
+            "optim.min_lr=1.0 is invalid; it must be a number in [0, optim.lr=",
+        ),
+    ],
+)
 def test_bad_model_and_schedule_values_are_one_line(tmp_path, overrides, message):
     proc = run_cli("ired-train", *TINY, *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2

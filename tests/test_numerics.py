@@ -10,7 +10,14 @@ import torch
 
 from ired_mining.data import fixed_set, spd_batch
 from ired_mining.diffusion import Diffusion, cosine_schedule
-from ired_mining.mining import STRATEGIES, AdversarialNegatives, MiningBatch, RandomNegatives, build_strategy, energy_loss
+from ired_mining.mining import (
+    STRATEGIES,
+    AdversarialNegatives,
+    MiningBatch,
+    RandomNegatives,
+    build_strategy,
+    energy_loss,
+)
 from ired_mining.model import EnergyMLP
 from ired_mining.train import ema_avg_fn
 
@@ -67,12 +74,13 @@ def test_energy_is_non_negative_and_table_conditioning_equals_per_sample():
     # reaches the table
     e_levels = model.bind_levels(x, table, t).energy(y)
     assert torch.equal(e_levels, e_rows)
-    g_rows, = torch.autograd.grad(e_rows.square().sum(), table)
-    g_levels, = torch.autograd.grad(e_levels.square().sum(), table)
+    (g_rows,) = torch.autograd.grad(e_rows.square().sum(), table)
+    (g_levels,) = torch.autograd.grad(e_levels.square().sum(), table)
     torch.testing.assert_close(g_levels, g_rows, rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------- data
+
 
 @pytest.mark.parametrize("lam", [0.5, 0.1])
 def test_data_is_spd_with_inverse_and_lambda(lam):
@@ -103,6 +111,7 @@ def test_same_seed_same_data_other_seed_other_data():
 
 
 # ---------------------------------------------------------------- energy loss and strategies
+
 
 def test_energy_loss_is_the_two_way_cross_entropy():
     e_pos = torch.tensor([0.0, 1.0, 50.0, 3.0], dtype=torch.float64)
@@ -220,6 +229,7 @@ def test_none_adds_no_energy_term():
 
 
 # ---------------------------------------------------------------- sampler and EMA
+
 
 def test_sampler_is_deterministic_given_its_generator_and_clamped():
     model = _model(dtype=torch.float32)

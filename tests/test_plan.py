@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_report import t_quantile_by_integration, welch_df_by_hand, welch_log_by_hand
 
 from conftest import read_json, run_cli
-from test_report import t_quantile_by_integration, welch_df_by_hand, welch_log_by_hand
 
 ZERO = {"in_dist": 0.0208, "harder": 0.255}
 CANDIDATE = {"mining.name": "adversarial", "mining.corruption": 0.5, "mining.steps": 5}
@@ -22,16 +22,31 @@ BASELINE = {"mining.name": "none"}
 def write_run(root: Path, name: str, config: dict, final: dict[str, float], steps: int = 1000) -> None:
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    config = {"seed": 0, "train": {"steps": steps}, "model": {"name": "mlp", "hidden": 512},
-              "eval": {"splits": {"in_dist": 0.5, "harder": 0.1}}, "hardware": {"device": "cpu"}} | config
+    config = {
+        "seed": 0,
+        "train": {"steps": steps},
+        "model": {"name": "mlp", "hidden": 512},
+        "eval": {"splits": {"in_dist": 0.5, "harder": 0.1}},
+        "hardware": {"device": "cpu"},
+    } | config
     (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     row = {"step": steps, "train_seconds": 10.0}
     for split, v in final.items():
         row |= {f"{split}/mse": v, f"{split}/zero_mse": ZERO[split], f"{split}/exact_mse": 1e-14}
     (d / "metrics.jsonl").write_text(json.dumps(row) + "\n")
-    (d / "metrics.json").write_text(json.dumps({"status": "finished", "strategy": config["mining"]["name"],
-                                                "seed": config["seed"], "step": steps, "train_seconds": 10.0,
-                                                "seconds_per_step": 0.01, **{k: v for k, v in row.items() if "/" in k}}))
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "finished",
+                "strategy": config["mining"]["name"],
+                "seed": config["seed"],
+                "step": steps,
+                "train_seconds": 10.0,
+                "seconds_per_step": 0.01,
+                **{k: v for k, v in row.items() if "/" in k},
+            }
+        )
+    )
 
 
 CAND_MSE = [0.0070, 0.0074, 0.0071]
@@ -41,20 +56,42 @@ REGRESSOR_MSE = [0.0090, 0.0092]
 
 def make_study(root: Path) -> Path:
     for seed, (c, b) in enumerate(zip(CAND_MSE, BASE_MSE)):
-        write_run(root, f"cand,seed={seed}", {"seed": seed, "mining": {"name": "adversarial", "corruption": 0.5,
-                                                                      "steps": 5}}, {"in_dist": c, "harder": 10 * c})
-        write_run(root, f"none,seed={seed}", {"seed": seed, "mining": {"name": "none"}},
-                  {"in_dist": b, "harder": 10 * b * 1.01})
+        write_run(
+            root,
+            f"cand,seed={seed}",
+            {"seed": seed, "mining": {"name": "adversarial", "corruption": 0.5, "steps": 5}},
+            {"in_dist": c, "harder": 10 * c},
+        )
+        write_run(
+            root,
+            f"none,seed={seed}",
+            {"seed": seed, "mining": {"name": "none"}},
+            {"in_dist": b, "harder": 10 * b * 1.01},
+        )
     for seed, v in enumerate(REGRESSOR_MSE):  # mining none too: a reference, never the baseline arm
-        write_run(root, f"regressor,seed={seed}", {"seed": seed, "mining": {"name": "none"},
-                                                   "model": {"name": "regressor", "hidden": 512}},
-                  {"in_dist": v, "harder": 0.2})
-    plan = {"threshold": -0.20, "level": 0.95, "correction": "bonferroni", "min_seeds": 3, "hypotheses": [
-        {"id": "H1", "role": "primary", "split": "in_dist", "candidate": CANDIDATE, "baseline": BASELINE},
-        {"id": "H2", "role": "secondary", "split": "harder", "candidate": CANDIDATE, "baseline": BASELINE},
-        {"id": "H3", "role": "secondary", "split": "in_dist", "candidate": CANDIDATE | {"model.hidden": 1024},
-         "baseline": BASELINE | {"model.hidden": 1024}},
-    ]}
+        write_run(
+            root,
+            f"regressor,seed={seed}",
+            {"seed": seed, "mining": {"name": "none"}, "model": {"name": "regressor", "hidden": 512}},
+            {"in_dist": v, "harder": 0.2},
+        )
+    plan = {
+        "threshold": -0.20,
+        "level": 0.95,
+        "correction": "bonferroni",
+        "min_seeds": 3,
+        "hypotheses": [
+            {"id": "H1", "role": "primary", "split": "in_dist", "candidate": CANDIDATE, "baseline": BASELINE},
+            {"id": "H2", "role": "secondary", "split": "harder", "candidate": CANDIDATE, "baseline": BASELINE},
+            {
+                "id": "H3",
+                "role": "secondary",
+                "split": "in_dist",
+                "candidate": CANDIDATE | {"model.hidden": 1024},
+                "baseline": BASELINE | {"model.hidden": 1024},
+            },
+        ],
+    }
     (root / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     return root
 
@@ -72,15 +109,20 @@ def test_registered_hypotheses_are_judged_with_the_plans_correction(tmp_path):
     assert h1["interval"]["lo"] == pytest.approx(lo, rel=1e-4) and h1["interval"]["hi"] == pytest.approx(hi, rel=1e-4)
     assert h1["outcome"] == ("holds" if hi <= -0.20 else "does not hold" if lo > -0.20 else "inconclusive")
     assert h1["baseline_mse"]["n"] == 3  # the regressors, mining none as well, are not in the arm
-    harder = welch_log_by_hand([10 * c for c in CAND_MSE], [10.1 * b for b in BASE_MSE],
-                               t_quantile_by_integration(1 - 0.05 / 3 / 2, welch_df_by_hand(CAND_MSE, BASE_MSE)))
+    harder = welch_log_by_hand(
+        [10 * c for c in CAND_MSE],
+        [10.1 * b for b in BASE_MSE],
+        t_quantile_by_integration(1 - 0.05 / 3 / 2, welch_df_by_hand(CAND_MSE, BASE_MSE)),
+    )
     assert h2["interval"]["point"] == pytest.approx(harder[0], rel=1e-9)
     assert h3["outcome"] == "not run" and h3["candidate_mse"]["n"] == 0
     md = (sweep / "summary.md").read_text()
     assert md.index("## Registered hypotheses (confirmatory)") < md.index("## Final test MSE")
     assert "Everything below is **exploratory**" in md
-    assert f"**Verdict: {'clears' if hi <= -0.2 else 'does not clear' if lo > -0.2 else 'inconclusive'}.** " \
-           "The registered primary hypothesis: H1" in md
+    assert (
+        f"**Verdict: {'clears' if hi <= -0.2 else 'does not clear' if lo > -0.2 else 'inconclusive'}.** "
+        "The registered primary hypothesis: H1" in md
+    )
     # the regressor: a reference row beside the zero predictor, with its mean over seeds
     row = next(line for line in md.splitlines() if line.startswith("| feed-forward regressor"))
     assert f"{sum(REGRESSOR_MSE) / 2:.4g}" in row
@@ -105,11 +147,14 @@ def test_an_explicit_plan_file_is_read(tmp_path):
     assert read_json(sweep / "summary.json")["registered"]["plan"] == str(plan)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda p: p["hypotheses"][1].update(role="primary"), "exactly one primary hypothesis"),
-    (lambda p: p.update(correction="holm"), "correction='holm'; the one supported is bonferroni"),
-    (lambda p: p["hypotheses"][0].pop("baseline"), "hypothesis 1 lacks baseline"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p["hypotheses"][1].update(role="primary"), "exactly one primary hypothesis"),
+        (lambda p: p.update(correction="holm"), "correction='holm'; the one supported is bonferroni"),
+        (lambda p: p["hypotheses"][0].pop("baseline"), "hypothesis 1 lacks baseline"),
+    ],
+)
 def test_a_malformed_plan_is_one_line(tmp_path, edit, message):
     sweep = make_study(tmp_path / "study")
     plan = yaml.safe_load((sweep / "plan.yaml").read_text())
@@ -129,6 +174,7 @@ def test_the_committed_registration_is_a_valid_plan():
 
 # ================================================================ a verdict on any strategy
 
+
 def test_a_new_strategy_against_none_is_judged_without_a_flag_and_any_with_one(tmp_path):
     from test_report import make_sweep
 
@@ -137,11 +183,17 @@ def test_a_new_strategy_against_none_is_judged_without_a_flag_and_any_with_one(t
     summary = read_json(new / "summary.json")
     assert summary["treatment"] == "nearby" and summary["verdict"]["outcome"] == "clears"
     assert "`nearby`'s test MSE differs from `none`'s" in (new / "summary.md").read_text()
-    three = make_sweep(tmp_path / "three", {"none": [0.0097, 0.0098, 0.0096], "random": [0.02, 0.021, 0.019],
-                                            "nearby": [0.0060, 0.0062, 0.0061]})
+    three = make_sweep(
+        tmp_path / "three",
+        {"none": [0.0097, 0.0098, 0.0096], "random": [0.02, 0.021, 0.019], "nearby": [0.0060, 0.0062, 0.0061]},
+    )
     run_cli("ired-report", str(three), check=True)  # two candidates and no adversarial: nothing to pick
     assert read_json(three / "summary.json")["verdict"]["outcome"] == "inconclusive"
     run_cli("ired-report", str(three), "--candidate", "random", check=True)
     assert read_json(three / "summary.json")["verdict"]["outcome"] == "does not clear"
     proc = run_cli("ired-report", str(three), "--candidate", "nearb")
-    assert proc.returncode == 1 and "--candidate nearb: no run of it" in proc.stderr and "nearby, none, random" in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "--candidate nearb: no run of it" in proc.stderr
+        and "nearby, none, random" in proc.stderr
+    )

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_resume import METRIC_KEYS, RUN, kill_after_checkpoint
 
-from conftest import TINY, read_json, read_jsonl, run_cli
 from ired_mining import backend
 from ired_mining.model import PRECISIONS, EnergyMLP, build_model
-from test_resume import RUN, METRIC_KEYS, kill_after_checkpoint
+
+from conftest import TINY, read_json, read_jsonl, run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import yardstick  # noqa: E402
@@ -76,8 +77,13 @@ def test_bf16_weight_gradients_of_the_denoising_loss_against_float64():
 
 def test_precision_32_holds_the_parameters_themselves():
     """precision=32 is today's computation: the bound energy holds the parameters, not copies."""
-    cfg = OmegaConf.create({"model": {"name": "mlp", "hidden": 16, "time_dim": 8, "depth": 3}, "dataset": {"n": 3},
-                            "hardware": {"precision": "32"}})
+    cfg = OmegaConf.create(
+        {
+            "model": {"name": "mlp", "hidden": 16, "time_dim": 8, "depth": 3},
+            "dataset": {"n": 3},
+            "hardware": {"precision": "32"},
+        }
+    )
     model = build_model(cfg)
     bound = model.bind(torch.randn(2, 9), model.conditioning(torch.arange(1)))
     assert model.compute_dtype is None
@@ -108,6 +114,7 @@ def test_a_cpu_without_bf16_gets_one_warning_line(monkeypatch, caplog):
 
 # ---------------------------------------------------------------- through the installed scripts
 
+
 def test_bf16_run_trains_and_ired_eval_reproduces_it(tmp_path):
     run = tmp_path / "run"
     run_cli("ired-train", *TINY, "mining=adversarial", *BF16, f"hydra.run.dir={run}", cwd=tmp_path, check=True)
@@ -123,17 +130,22 @@ def test_bf16_run_trains_and_ired_eval_reproduces_it(tmp_path):
     # apart the two MSEs are says nothing after 20 steps: an untrained sampler amplifies rounding.)
     run_cli("ired-eval", str(run), "hardware.precision=32", cwd=tmp_path, check=True)
     fp32 = read_json(run / "eval" / "hardware.precision=32.json")["metrics"]
-    assert fp32["in_dist/zero_mse"] == final["in_dist/zero_mse"] and fp32["in_dist/exact_mse"] == final["in_dist/exact_mse"]
+    assert (
+        fp32["in_dist/zero_mse"] == final["in_dist/zero_mse"]
+        and fp32["in_dist/exact_mse"] == final["in_dist/exact_mse"]
+    )
     assert fp32["in_dist/mse"] != final["in_dist/mse"] and 0 < fp32["in_dist/mse"] < 1e3
 
 
 @pytest.mark.parametrize("value", ["16", "bf16", "fp32"])
 def test_a_bad_precision_is_one_line(tmp_path, value):
-    proc = run_cli("ired-train", *TINY, f"hardware.precision={value}", f"hydra.run.dir={tmp_path / 'run'}",
-                   cwd=tmp_path)
+    proc = run_cli(
+        "ired-train", *TINY, f"hardware.precision={value}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"ired-train: error: hardware.precision={value} is invalid; "
-                                   f"it must be 32 or bf16-mixed")
+    assert proc.stderr.strip() == (
+        f"ired-train: error: hardware.precision={value} is invalid; it must be 32 or bf16-mixed"
+    )
 
 
 def _train(run_dir: Path, *extra: str, check: bool = True):
@@ -150,8 +162,9 @@ def test_bf16_sigkill_then_resume_ends_bit_for_bit_like_uninterrupted(tmp_path):
     got, want = read_json(run_dir / "metrics.json"), read_json(reference / "metrics.json")
     for key in METRIC_KEYS:
         assert got[key] == want[key], key  # bit for bit
-    assert [ln["in_dist/mse"] for ln in read_jsonl(run_dir / "metrics.jsonl")] == \
-           [ln["in_dist/mse"] for ln in read_jsonl(reference / "metrics.jsonl")]
+    assert [ln["in_dist/mse"] for ln in read_jsonl(run_dir / "metrics.jsonl")] == [
+        ln["in_dist/mse"] for ln in read_jsonl(reference / "metrics.jsonl")
+    ]
 
 
 def test_resume_in_another_precision_is_refused(tmp_path):
@@ -173,18 +186,27 @@ def test_precision_accuracy_pairs_runs_by_their_overrides_not_their_directory_na
         d = tmp_path / sweep / name
         (d / ".hydra").mkdir(parents=True)
         (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-        (d / "metrics.jsonl").write_text("".join(
-            f'{{"step": {100 * (i + 1)}, "in_dist/mse": {m}, "harder/mse": {2 * m}}}\n' for i, m in enumerate(mses)))
+        (d / "metrics.jsonl").write_text(
+            "".join(
+                f'{{"step": {100 * (i + 1)}, "in_dist/mse": {m}, "harder/mse": {2 * m}}}\n' for i, m in enumerate(mses)
+            )
+        )
 
     for seed, (fp32, bf16) in enumerate([(0.010, 0.011), (0.020, 0.021), (0.040, 0.041)]):
         run("fp32", f"+grid=none,seed={seed}", ["+grid=none", f"seed={seed}", "hardware=submitit_local"], [1.0, fp32])
-        run("bf16", f"seed={seed}", ["+grid=none", f"seed={seed}", "hardware=submitit_local",
-                                     "hardware.precision=bf16-mixed"], [1.0, bf16])
+        run(
+            "bf16",
+            f"seed={seed}",
+            ["+grid=none", f"seed={seed}", "hardware=submitit_local", "hardware.precision=bf16-mixed"],
+            [1.0, bf16],
+        )
     run("bf16", "seed=9", ["+grid=c0.5_k5", "seed=9"], [1.0, 1.0])  # no fp32 partner: left out
 
     rows = precision_accuracy.compare(tmp_path / "bf16", tmp_path / "fp32")
-    assert [(r["configuration"], r["step"], r["seeds"]) for r in rows] == [("+grid=none", 100, [0, 1, 2]),
-                                                                           ("+grid=none", 200, [0, 1, 2])]
+    assert [(r["configuration"], r["step"], r["seeds"]) for r in rows] == [
+        ("+grid=none", 100, [0, 1, 2]),
+        ("+grid=none", 200, [0, 1, 2]),
+    ]
     assert rows[0]["in_dist"]["change"] == pytest.approx(0.0, abs=1e-12)
     geo = (1.1 * 1.05 * 1.025) ** (1 / 3) - 1  # ratio of geometric means, by hand
     assert rows[1]["in_dist"]["change"] == pytest.approx(geo, rel=1e-9)

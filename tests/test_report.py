@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY, read_json, run_cli
 from ired_mining.report import write_report
 from ired_mining.stats import t_quantile
+
+from conftest import TINY, read_json, run_cli
 
 # t_{0.975} for 4 degrees of freedom, from a printed table of Student's t (to 16 digits).
 T975_DF4 = 2.7764451051977987
@@ -56,15 +57,24 @@ seed: 0
 """
 
 
-def write_run(root: Path, strategy: str, seed: int, final: dict[str, float] | None, seconds: float,
-              steps: int = 1000, status: str = "finished", mine_ms: float = 0.0) -> Path:
+def write_run(
+    root: Path,
+    strategy: str,
+    seed: int,
+    final: dict[str, float] | None,
+    seconds: float,
+    steps: int = 1000,
+    status: str = "finished",
+    mine_ms: float = 0.0,
+) -> Path:
     """A run directory as ired-train leaves it. The learning curve falls linearly to `final` over ten
     evaluations at evenly spaced steps and seconds. final=None: started, never finished."""
     d = root / f"mining={strategy},seed={seed}"
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\nmining:\n  name: {strategy}\ntrain:\n  steps: {steps}\ndataset:\n  n: 20\n"
-        "eval:\n  splits:\n    in_dist: 0.5\n    harder: 0.1\nhardware:\n  device: cpu\n")
+        "eval:\n  splits:\n    in_dist: 0.5\n    harder: 0.1\nhardware:\n  device: cpu\n"
+    )
     (d / ".hydra" / "overrides.yaml").write_text(f"- mining={strategy}\n- seed={seed}\n")
     lines = []
     for k in range(1, 11):
@@ -77,31 +87,50 @@ def write_run(root: Path, strategy: str, seed: int, final: dict[str, float] | No
         lines = lines[:4]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     if status == "finished":
-        summary = {"status": "finished", "strategy": strategy, "seed": seed, "step": steps,
-                   "train_seconds": seconds, "seconds_per_step": seconds / steps,
-                   **{k: v for k, v in lines[-1].items() if "/" in k}}
+        summary = {
+            "status": "finished",
+            "strategy": strategy,
+            "seed": seed,
+            "step": steps,
+            "train_seconds": seconds,
+            "seconds_per_step": seconds / steps,
+            **{k: v for k, v in lines[-1].items() if "/" in k},
+        }
         (d / "metrics.json").write_text(json.dumps(summary))
     elif status == "failed":
         (d / "metrics.json").write_text(json.dumps({"status": "failed", "error": "loss became non-finite at step 7"}))
     return d
 
 
-def make_sweep(root: Path, finals: dict[str, list[float]], seconds: dict[str, list[float]] | None = None,
-               harder_factor: float = 10.0, mine_ms: dict[str, float] | None = None) -> Path:
+def make_sweep(
+    root: Path,
+    finals: dict[str, list[float]],
+    seconds: dict[str, list[float]] | None = None,
+    harder_factor: float = 10.0,
+    mine_ms: dict[str, float] | None = None,
+) -> Path:
     """A finished sweep: finals[strategy][i] is seed i's final in-distribution MSE."""
     seeds = max(len(v) for v in finals.values())
     root.mkdir(parents=True, exist_ok=True)
-    (root / "multirun.yaml").write_text(MULTIRUN_YAML.format(
-        dir=root, strategies=",".join(finals), seeds=",".join(map(str, range(seeds)))))
+    (root / "multirun.yaml").write_text(
+        MULTIRUN_YAML.format(dir=root, strategies=",".join(finals), seeds=",".join(map(str, range(seeds))))
+    )
     for strategy, values in finals.items():
         for seed, v in enumerate(values):
             secs = (seconds or {}).get(strategy, [10.0] * len(values))[seed]
-            write_run(root, strategy, seed, {"in_dist": v, "harder": v * harder_factor}, secs,
-                      mine_ms=(mine_ms or {}).get(strategy, 0.0))
+            write_run(
+                root,
+                strategy,
+                seed,
+                {"in_dist": v, "harder": v * harder_factor},
+                secs,
+                mine_ms=(mine_ms or {}).get(strategy, 0.0),
+            )
     return root
 
 
 # ================================================================ independent reference computations
+
 
 def welch_log_by_hand(treat: list[float], base: list[float], t_crit: float) -> tuple[float, float, float]:
     """Relative change (ratio of geometric means − 1) and its Welch interval, with plain Python floats."""
@@ -144,6 +173,7 @@ def exact_bootstrap_quantiles(treat: list[float], base: list[float], qs: list[fl
 
 # ================================================================ the t quantile
 
+
 @pytest.mark.parametrize("p", [0.975, 0.9, 0.6])
 def test_t_quantile_matches_closed_forms(p):
     assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-12)
@@ -166,16 +196,21 @@ def test_t_quantile_table_value():
 NONE = [0.040, 0.050, 0.060]
 
 
-@pytest.mark.parametrize("factor, spread, verdict", [
-    (0.4, NONE, "clears"),                            # 60 % lower, interval well below −20 %
-    (0.97, [0.050, 0.051, 0.052], "does not clear"),  # 3 % lower, tight: the interval never reaches −20 %
-    (0.8, NONE, "inconclusive"),                      # 20 % lower with this spread: straddles
-])
+@pytest.mark.parametrize(
+    "factor, spread, verdict",
+    [
+        (0.4, NONE, "clears"),  # 60 % lower, interval well below −20 %
+        (0.97, [0.050, 0.051, 0.052], "does not clear"),  # 3 % lower, tight: the interval never reaches −20 %
+        (0.8, NONE, "inconclusive"),  # 20 % lower with this spread: straddles
+    ],
+)
 def test_verdict_and_interval_against_hand_computation(tmp_path, factor, spread, verdict):
     # Proportional seeds give equal log variances, so Welch's df is exactly 2(n − 1) = 4 and the
     # table value applies.
     adversarial = [factor * v for v in spread]
-    sweep = make_sweep(tmp_path / "sweep", {"none": spread, "random": [0.045, 0.050, 0.055], "adversarial": adversarial})
+    sweep = make_sweep(
+        tmp_path / "sweep", {"none": spread, "random": [0.045, 0.050, 0.055], "adversarial": adversarial}
+    )
     summary = write_report(sweep)
     a = read_json(sweep / "summary.json")
 
@@ -218,7 +253,10 @@ def test_means_intervals_and_ratios_against_independent_computation(tmp_path):
             assert welch["df"] == pytest.approx(df, rel=1e-9)
             point, lo, hi = welch_log_by_hand(treat, base, t_quantile_by_integration(0.975, df))
             assert (welch["point"], welch["lo"], welch["hi"]) == (
-                pytest.approx(point, rel=1e-12), pytest.approx(lo, abs=1e-5), pytest.approx(hi, abs=1e-5))
+                pytest.approx(point, rel=1e-12),
+                pytest.approx(lo, abs=1e-5),
+                pytest.approx(hi, abs=1e-5),
+            )
             boot = part["change"][name]["bootstrap"]
             assert boot["point"] == pytest.approx(sum(treat) / sum(base) - 1, rel=1e-12)
             q = exact_bootstrap_quantiles(treat, base, [0.01, 0.04, 0.96, 0.99])
@@ -262,7 +300,9 @@ def test_means_intervals_and_ratios_against_independent_computation(tmp_path):
 
 
 def test_failed_incomplete_and_missing_runs_are_listed_and_statistics_use_the_rest(tmp_path):
-    sweep = make_sweep(tmp_path / "sweep", {"none": NONE, "random": [0.05, 0.05, 0.05], "adversarial": [0.02, 0.03, 0.025]})
+    sweep = make_sweep(
+        tmp_path / "sweep", {"none": NONE, "random": [0.05, 0.05, 0.05], "adversarial": [0.02, 0.03, 0.025]}
+    )
     # adversarial seed 1 failed, none seed 2 was killed mid-run, random seed 0 never started.
     for name in ("mining=adversarial,seed=1", "mining=none,seed=2", "mining=random,seed=0"):
         for f in sorted((sweep / name).rglob("*"), reverse=True):
@@ -287,16 +327,26 @@ def test_failed_incomplete_and_missing_runs_are_listed_and_statistics_use_the_re
     assert stats["none"]["n"] == 2 and stats["none"]["mean"] == pytest.approx(statistics.fmean(NONE[:2]))
     assert stats["adversarial"]["n"] == 2 and stats["adversarial"]["mean"] == pytest.approx(0.0225)
     assert stats["random"]["n"] == 2
-    point, lo, hi = welch_log_by_hand([0.02, 0.025], NONE[:2], t_quantile_by_integration(
-        0.975, welch_df_by_hand([0.02, 0.025], NONE[:2])))
+    point, lo, hi = welch_log_by_hand(
+        [0.02, 0.025], NONE[:2], t_quantile_by_integration(0.975, welch_df_by_hand([0.02, 0.025], NONE[:2]))
+    )
     assert a["verdict"]["welch"]["lo"] == pytest.approx(lo, abs=1e-5)
     assert a["verdict"]["outcome"] == expected_verdict(lo, hi)
     assert a["n_runs"] == {"finished": 6, "total": 9}
 
     with open(sweep / "runs.csv") as f:
         statuses = sorted(r["status"] for r in csv.DictReader(f))
-    assert statuses == ["failed", "finished", "finished", "finished", "finished", "finished", "finished",
-                        "incomplete", "missing"]
+    assert statuses == [
+        "failed",
+        "finished",
+        "finished",
+        "finished",
+        "finished",
+        "finished",
+        "finished",
+        "incomplete",
+        "missing",
+    ]
 
 
 def test_verdict_needs_two_seeds_of_each(tmp_path):
@@ -324,6 +374,7 @@ def test_equal_steps_when_runs_trained_for_different_lengths(tmp_path):
 
 # ================================================================ the command line
 
+
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
@@ -341,18 +392,38 @@ def test_bad_directory_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_real_tiny_sweep_end_to_end(tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("ired-train", "-m", "mining=none,random,adversarial", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}",
-            cwd=tmp_path, check=True)
+    run_cli(
+        "ired-train",
+        "-m",
+        "mining=none,random,adversarial",
+        "seed=0,1",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        check=True,
+    )
     run_dir = next(sweep.glob("*mining=adversarial*seed=0*"))
     run_cli("ired-eval", str(run_dir), "--scaling", "--inner-steps", "0,2,5", check=True)
 
     proc = run_cli("ired-report", str(sweep), check=True)
     assert "verdict:" in proc.stdout and "zero predictor" in proc.stdout
     summary = (sweep / "summary.md").read_text()
-    for heading in ("**Verdict:", "## Final test MSE", "## Equal steps", "## Equal wall-clock", "## Time per step",
-                    "## Learning curves", "## Test-time compute", "## Failed and missing runs", "## How this was made",
-                    "zero predictor", "exact solver", "ired-train -m mining=none,random,adversarial seed=0,1",
-                    "torch ", "hydra-core "):
+    for heading in (
+        "**Verdict:",
+        "## Final test MSE",
+        "## Equal steps",
+        "## Equal wall-clock",
+        "## Time per step",
+        "## Learning curves",
+        "## Test-time compute",
+        "## Failed and missing runs",
+        "## How this was made",
+        "zero predictor",
+        "exact solver",
+        "ired-train -m mining=none,random,adversarial seed=0,1",
+        "torch ",
+        "hydra-core ",
+    ):
         assert heading in summary, heading
     a = read_json(sweep / "summary.json")
     assert a["n_runs"] == {"finished": 6, "total": 6} and a["problems"] == []

@@ -16,9 +16,22 @@ import torch
 from conftest import BIN, read_json, read_jsonl, run_cli
 
 # Long enough to be killed mid-run, short enough for CI: ~200 steps of a tiny model.
-RUN = ["dataset.n=4", "model.hidden=64", "model.time_dim=16", "train.batch_size=64", "train.steps=200",
-       "train.log_every=10", "train.eval_every=50", "checkpoint.every=20", "checkpoint.keep=3",
-       "eval.size=64", "eval.batch_size=64", "hardware=cpu", "hardware.threads=1", "mining=adversarial"]
+RUN = [
+    "dataset.n=4",
+    "model.hidden=64",
+    "model.time_dim=16",
+    "train.batch_size=64",
+    "train.steps=200",
+    "train.log_every=10",
+    "train.eval_every=50",
+    "checkpoint.every=20",
+    "checkpoint.keep=3",
+    "eval.size=64",
+    "eval.batch_size=64",
+    "hardware=cpu",
+    "hardware.threads=1",
+    "mining=adversarial",
+]
 
 METRIC_KEYS = ["in_dist/mse", "harder/mse", "in_dist/residual", "harder/residual", "loss/mse", "loss/energy"]
 
@@ -29,8 +42,12 @@ def train(run_dir: Path, *extra: str, check: bool = True):
 
 def kill_after_checkpoint(run_dir: Path, step: int, *extra: str) -> None:
     """Start a run and SIGKILL it as soon as the checkpoint of `step` exists."""
-    proc = subprocess.Popen([str(BIN / "ired-train"), *RUN, *extra, f"hydra.run.dir={run_dir}"],
-                            cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "ired-train"), *RUN, *extra, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = run_dir / "checkpoints" / f"step_{step:09d}.pt"
     deadline = time.time() + 120
     while not target.exists() and proc.poll() is None and time.time() < deadline:
@@ -118,8 +135,11 @@ def test_finished_run_is_never_overwritten(tmp_path, reference):
 def test_a_rerun_with_other_settings_leaves_a_finished_run_and_its_record_alone(tmp_path):
     run_dir, short = tmp_path / "run", "train.steps=40"
     train(run_dir, short)
-    final, lines, record = (run_dir / "metrics.json").read_bytes(), (run_dir / "metrics.jsonl").read_bytes(), \
-        record_of(run_dir)
+    final, lines, record = (
+        (run_dir / "metrics.json").read_bytes(),
+        (run_dir / "metrics.jsonl").read_bytes(),
+        record_of(run_dir),
+    )
     # Settings that do not shape the run (its evaluation) differ: a note naming them, exit 0.
     proc = train(run_dir, short, "eval.size=32")
     assert proc.returncode == 0 and "eval.size is 32 here, 64 there" in re.sub(r"\s+", " ", proc.stdout + proc.stderr)

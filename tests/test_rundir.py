@@ -97,7 +97,9 @@ def test_reading_runs_does_not_load_torch(tmp_path):
     # The report and the sweep's table run wherever run directories were copied, without torch.
     run = RunDir(tmp_path)
     run.final.write_text('{"status": "finished"}')
-    code = ("import sys; import ired_mining.report, ired_mining.sweep; from ired_mining.rundir import RunDir; "
-            f"assert RunDir({str(tmp_path)!r}).final_state().finished; print('torch' in sys.modules)")
+    code = (
+        "import sys; import ired_mining.report, ired_mining.sweep; from ired_mining.rundir import RunDir; "
+        f"assert RunDir({str(tmp_path)!r}).final_state().finished; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

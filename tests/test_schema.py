@@ -13,12 +13,13 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from conftest import TINY, run_cli
 from ired_mining import schema
 from ired_mining.compose import check_against_schema
 from ired_mining.config import CONF, ConfigError, group_choices
 from ired_mining.jobs_record import job_names
 from ired_mining.mining import STRATEGIES
+
+from conftest import TINY, run_cli
 
 
 def compose_cfg(overrides: list[str]):
@@ -60,19 +61,28 @@ PRESETS = group_choices("experiment")
 HARDWARE = group_choices("hardware")
 
 
-@pytest.mark.parametrize("overrides", [[f"experiment={p}"] for p in PRESETS]
-                         + [[f"hardware={h}"] for h in HARDWARE]
-                         + [[f"mining={m}"] for m in group_choices("mining")]
-                         + [["experiment=[paper,mining_sweep]", "hardware=slurm_gpu"],
-                            ["experiment=[pilot,mining_sweep]", "hardware=slurm_cpu"],
-                            ["experiment=pilot", "hardware=submitit_local"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[f"experiment={p}"] for p in PRESETS]
+    + [[f"hardware={h}"] for h in HARDWARE]
+    + [[f"mining={m}"] for m in group_choices("mining")]
+    + [
+        ["experiment=[paper,mining_sweep]", "hardware=slurm_gpu"],
+        ["experiment=[pilot,mining_sweep]", "hardware=slurm_cpu"],
+        ["experiment=pilot", "hardware=submitit_local"],
+    ],
+)
 def test_every_yaml_composes_against_the_schema(overrides):
     cfg = compose_cfg(overrides)
     check_against_schema(cfg)  # exactly the schema's keys, every value resolves
     assert OmegaConf.get_type(cfg) is schema.Config
-    for group, typ in [("train", schema.TrainConfig), ("model", schema.ModelConfig),
-                       ("diffusion", schema.DiffusionConfig), ("dataset", schema.DatasetConfig),
-                       ("optim", schema.OptimConfig)]:
+    for group, typ in [
+        ("train", schema.TrainConfig),
+        ("model", schema.ModelConfig),
+        ("diffusion", schema.DiffusionConfig),
+        ("dataset", schema.DatasetConfig),
+        ("optim", schema.OptimConfig),
+    ]:
         assert OmegaConf.get_type(cfg[group]) is typ
     assert issubclass(OmegaConf.get_type(cfg.hardware), schema.HardwareConfig)
     if cfg.hydra.launcher.get("_target_", "").endswith("SlurmLauncher"):
@@ -84,8 +94,11 @@ def test_every_yaml_composes_against_the_schema(overrides):
 
 def test_the_schema_refuses_a_key_added_past_hydra():
     cfg = compose_cfg(["+mining.stpes=3"])  # Hydra lets + add it
-    with pytest.raises(ConfigError, match=r"^mining.stpes: not a key of mining \(adversarial\); its keys: "
-                                          r"name, weight, steps, step_scale, corruption, backtrack$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^mining.stpes: not a key of mining \(adversarial\); its keys: "
+        r"name, weight, steps, step_scale, corruption, backtrack$",
+    ):
         check_against_schema(cfg)
 
 
@@ -105,10 +118,14 @@ def test_ired_eval_overrides_are_typed_by_the_schema():
 
 
 BAD = [
-    (["+mining.stpes=3"], "mining.stpes: not a key of mining (adversarial); its keys: name, weight, steps, "
-                          "step_scale, corruption"),
-    (["mining.stpes=3"], "mining.stpes: not a key of mining (adversarial); its keys: name, weight, steps, "
-                         "step_scale, corruption"),
+    (
+        ["+mining.stpes=3"],
+        "mining.stpes: not a key of mining (adversarial); its keys: name, weight, steps, step_scale, corruption",
+    ),
+    (
+        ["mining.stpes=3"],
+        "mining.stpes: not a key of mining (adversarial); its keys: name, weight, steps, step_scale, corruption",
+    ),
     (["bogus=1"], "bogus: not a key of the config; its keys: seed, train, ema, eval, sampler, checkpoint, "),
     (["+bogus=1"], "bogus: not a key of the config; its keys: seed, train, "),
     (["train.batch_size=abc"], "train.batch_size: got 'abc'; it must be an integer"),
@@ -119,8 +136,10 @@ BAD = [
     (["~train.batch_size"], "train.batch_size: required, cannot be deleted; set it instead"),
     (["~seed"], "seed: required, cannot be deleted; set it instead"),
     (["mining=bogus"], "mining: no option 'bogus'; choose one of: adversarial, none, random"),
-    (["hardware=nope"], "hardware: no option 'nope'; choose one of: auto, cpu, gpu, slurm_cpu, slurm_gpu, "
-                        "submitit_local"),
+    (
+        ["hardware=nope"],
+        "hardware: no option 'nope'; choose one of: auto, cpu, gpu, slurm_cpu, slurm_gpu, submitit_local",
+    ),
     (["mining=none", "mining.steps=3"], "mining.steps: not a key of mining (none); its keys: name, weight"),
     (["hardware.partition=a100"], "hardware.partition: not a key of hardware; its keys: device, threads, "),
     (["train.steps=${nope}"], "train.steps: does not resolve"),
@@ -130,8 +149,16 @@ BAD = [
 
 def assert_refused(tmp_path, args: list[str], message: str, multirun: bool = False) -> None:
     run_dir, sweep_dir = tmp_path / "run", tmp_path / "sweep"
-    proc = run_cli("ired-train", *(["-m", "seed=0,1"] if multirun else []), *TINY, *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep_dir}",
-                   cwd=tmp_path, timeout=120)
+    proc = run_cli(
+        "ired-train",
+        *(["-m", "seed=0,1"] if multirun else []),
+        *TINY,
+        *args,
+        f"hydra.run.dir={run_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+        timeout=120,
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(lines) == 1 and lines[0].startswith(f"ired-train: error: {message}"), proc.stderr
@@ -151,16 +178,21 @@ def test_bad_command_line_is_one_line_multirun(tmp_path, args, message):
     assert_refused(tmp_path, args, message, multirun=True)
 
 
-@pytest.mark.parametrize("args,message", [
-    # only the jobs of some strategies are bad: each job is composed before any starts
-    (["mining=glob(*)", "mining.steps=3"], "mining.steps: not a key of mining (none); its keys: name, weight"),
-    (["experiment=mining_sweep", "mining.source=gaussian"], "mining.source: not a key of mining (adversarial)"),
-    (["seed=range(2)", "mining=adversarial,random", "mining.source=gaussian"],
-     "mining.source: not a key of mining (adversarial)"),
-    (["mining=none,bogus"], "mining: no option 'bogus'; choose one of: adversarial, none, random"),
-    (["hardware=cpu,slurm_cpu", "hardware.cpus_per_task=1"], "hardware.cpus_per_task: not a key of hardware"),
-    (["seed=0,abc"], "seed: got 'abc'; it must be an integer"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        # only the jobs of some strategies are bad: each job is composed before any starts
+        (["mining=glob(*)", "mining.steps=3"], "mining.steps: not a key of mining (none); its keys: name, weight"),
+        (["experiment=mining_sweep", "mining.source=gaussian"], "mining.source: not a key of mining (adversarial)"),
+        (
+            ["seed=range(2)", "mining=adversarial,random", "mining.source=gaussian"],
+            "mining.source: not a key of mining (adversarial)",
+        ),
+        (["mining=none,bogus"], "mining: no option 'bogus'; choose one of: adversarial, none, random"),
+        (["hardware=cpu,slurm_cpu", "hardware.cpus_per_task=1"], "hardware.cpus_per_task: not a key of hardware"),
+        (["seed=0,abc"], "seed: got 'abc'; it must be an integer"),
+    ],
+)
 def test_bad_job_of_a_sweep_is_refused_before_any_job_runs(tmp_path, args, message):
     assert_refused(tmp_path, args, message, multirun=True)
 
@@ -175,8 +207,13 @@ def test_a_sweep_outside_multirun_is_one_line(tmp_path):
 def hardware_keys() -> list[str]:
     """Every key some hardware option sets, read off conf/hardware/*.yaml (not off the schema that
     the exclude list is derived from)."""
-    return sorted({key for option in HARDWARE
-                   for key in yaml.safe_load((CONF / "hardware" / f"{option}.yaml").read_text())["hardware"]})
+    return sorted(
+        {
+            key
+            for option in HARDWARE
+            for key in yaml.safe_load((CONF / "hardware" / f"{option}.yaml").read_text())["hardware"]
+        }
+    )
 
 
 def names_with(key: str | None) -> list[str]:

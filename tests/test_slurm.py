@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import BIN, TINY, read_json, read_jsonl, run_cli
 from ired_mining.sweep import expected_jobs, job_states, launcher_job_id
+
+from conftest import BIN, TINY, read_json, read_jsonl, run_cli
 
 
 def _no_cluster_reason() -> str | None:
@@ -40,8 +41,13 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(NO_CLUSTER
 
 TINY_ANY_HARDWARE = [a for a in TINY if not a.startswith("hardware=")]
 # slurm_gpu with its GPU count overridden to 0 (the local cluster has none), sized to fit one CPU.
-SLURM_GPU0 = ["hardware=slurm_gpu", "hardware.gpus_per_node=0", "hardware.device=cpu", "hardware.cpus_per_task=1",
-              "hardware.mem_gb=1"]
+SLURM_GPU0 = [
+    "hardware=slurm_gpu",
+    "hardware.gpus_per_node=0",
+    "hardware.device=cpu",
+    "hardware.cpus_per_task=1",
+    "hardware.mem_gb=1",
+]
 
 
 @pytest.fixture
@@ -63,13 +69,26 @@ def test_sweep_of_strategies_and_seeds_runs_as_slurm_jobs(tmp_path, job_name):
     """Every strategy (a glob) × 2 seeds (a range): the jobs Hydra expanded, one array task each, listed
     at the end as Hydra ran them, with the report."""
     sweep = tmp_path / "sweep"
-    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=glob(*)", "seed=range(2)", *SLURM_GPU0,
-                   "hardware.partition=gpu", "hydra.launcher.timeout_min=10", f"hydra.launcher.name={job_name}",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=400, check=True)
+    proc = run_cli(
+        "ired-train",
+        "-m",
+        *TINY_ANY_HARDWARE,
+        "mining=glob(*)",
+        "seed=range(2)",
+        *SLURM_GPU0,
+        "hardware.partition=gpu",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.launcher.name={job_name}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=400,
+        check=True,
+    )
     states = job_states(sweep)
     assert [s["state"] for s in states] == ["finished"] * 6
     assert [(s["metrics"]["strategy"], s["metrics"]["seed"]) for s in states] == [
-        (m, seed) for m in ("adversarial", "none", "random") for seed in (0, 1)]
+        (m, seed) for m in ("adversarial", "none", "random") for seed in (0, 1)
+    ]
     assert "6 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
     assert read_json(sweep / "jobs.json") == states and (sweep / "summary.md").is_file()
     for state in states:  # the job's number and directory, as Hydra gave them inside the SLURM job
@@ -81,8 +100,15 @@ def test_sweep_of_strategies_and_seeds_runs_as_slurm_jobs(tmp_path, job_name):
     (array_id,) = {a for a, _ in ids}
     assert sorted(int(t) for _, t in ids) == list(range(6))
     sbatch = (sweep / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
-    for flag in ("--partition=gpu", "--time=10", "--mem=1GB", "--cpus-per-task=1", "--gpus-per-node=0",
-                 f"--job-name={job_name}", "--array=0-5"):
+    for flag in (
+        "--partition=gpu",
+        "--time=10",
+        "--mem=1GB",
+        "--cpus-per-task=1",
+        "--gpus-per-node=0",
+        f"--job-name={job_name}",
+        "--array=0-5",
+    ):
         assert flag in sbatch, flag
     for state in states:
         # Each ran inside SLURM (submitit's log names the array task) and wrote where Hydra said.
@@ -97,8 +123,18 @@ def test_failing_slurm_job_leaves_the_other_and_is_reported(tmp_path, job_name):
     """A learning rate of 1e30 makes the loss non-finite within a few steps: that job fails, the other
     finishes, the sweep exits 1 after a table that names the failure."""
     sweep = tmp_path / "sweep"
-    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=random", "optim.lr=1e-4,1e30", *SLURM_GPU0,
-                   f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    proc = run_cli(
+        "ired-train",
+        "-m",
+        *TINY_ANY_HARDWARE,
+        "mining=random",
+        "optim.lr=1e-4,1e30",
+        *SLURM_GPU0,
+        f"hydra.launcher.name={job_name}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ok, bad = job_states(sweep)
     assert ok["state"] == "finished" and ok["metrics"]["step"] == 20
@@ -114,7 +150,11 @@ def test_failing_slurm_job_leaves_the_other_and_is_reported(tmp_path, job_name):
 # checkpoint, and for the run to be still going when SLURM kills it 5 s after a requeue (the local
 # cluster's KillWait; submitit ignores the SIGTERM before it).
 LONG = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
-    "train.steps=1500", "train.log_every=50", "train.eval_every=500", "checkpoint.every=50"]
+    "train.steps=1500",
+    "train.log_every=50",
+    "train.eval_every=500",
+    "checkpoint.every=50",
+]
 
 
 def wait_for(what: str, check, timeout: float = 120, every: float = 0.2):
@@ -145,8 +185,13 @@ def without_timings(records: list[dict]) -> list[dict]:
 def start_cli(tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
     """ired-train in the background, its output in tmp_path/<name>.log."""
     with open(tmp_path / f"{name}.log", "w") as log:
-        return subprocess.Popen([str(BIN / "ired-train"), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "COLUMNS": "120"})
+        return subprocess.Popen(
+            [str(BIN / "ired-train"), *args],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "120"},
+        )
 
 
 def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_runs(tmp_path, job_name):
@@ -156,20 +201,41 @@ def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_r
     from a checkpoint (never step 0) and end with the metrics of the same runs left alone."""
     sweep, reference = tmp_path / "sweep", tmp_path / "reference"
     procs = {
-        "sweep": start_cli(tmp_path, "sweep", "-m", *LONG, "mining=random", "seed=0,1", *SLURM_GPU0,
-                           f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}"),
+        "sweep": start_cli(
+            tmp_path,
+            "sweep",
+            "-m",
+            *LONG,
+            "mining=random",
+            "seed=0,1",
+            *SLURM_GPU0,
+            f"hydra.launcher.name={job_name}",
+            f"hydra.sweep.dir={sweep}",
+        ),
         # The same two runs, uninterrupted, on this machine with the same thread count, meanwhile.
-        "reference": start_cli(tmp_path, "reference", "-m", *LONG, "mining=random", "seed=0,1", "hardware=cpu",
-                               "hardware.threads=1", f"hydra.sweep.dir={reference}"),
+        "reference": start_cli(
+            tmp_path,
+            "reference",
+            "-m",
+            *LONG,
+            "mining=random",
+            "seed=0,1",
+            "hardware=cpu",
+            "hardware.threads=1",
+            f"hydra.sweep.dir={reference}",
+        ),
     }
     try:
         jobs = wait_for("the sweep to start", lambda: (sweep / "multirun.yaml").exists() and expected_jobs(sweep))
         slurm_ids = []
         for job in jobs:
-            wait_for(f"a checkpoint of job {job.num}", lambda job=job: list((job.dir / "checkpoints").glob("step_*.pt")))
+            wait_for(
+                f"a checkpoint of job {job.num}", lambda job=job: list((job.dir / "checkpoints").glob("step_*.pt"))
+            )
             slurm_ids.append(launcher_job_id(job.dir))
-        interrupted_at = [len(read_jsonl(j.dir / "metrics.jsonl")) if (j.dir / "metrics.jsonl").exists() else 0
-                          for j in jobs]
+        interrupted_at = [
+            len(read_jsonl(j.dir / "metrics.jsonl")) if (j.dir / "metrics.jsonl").exists() else 0 for j in jobs
+        ]
         subprocess.run(["scancel", "--signal=USR2", slurm_ids[0]], check=True, timeout=30)
         subprocess.run(["scontrol", "requeue", slurm_ids[1]], check=True, timeout=30)
         for slurm_id in slurm_ids:
@@ -204,8 +270,13 @@ def test_requeued_jobs_resume_from_their_checkpoint_and_end_like_uninterrupted_r
 # still running when the signal comes (30-60 s after the start: ~3,000-5,000 steps at 80-120 steps/s,
 # one thread on a loaded 2-core machine), short enough for the second run to finish in a few minutes.
 UNTIL_THE_LIMIT = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
-    "train.steps=20000", "train.log_every=1000", "train.eval_every=0", "checkpoint.every=1000000",
-    "mining=none", "seed=0"]
+    "train.steps=20000",
+    "train.log_every=1000",
+    "train.eval_every=0",
+    "checkpoint.every=1000000",
+    "mining=none",
+    "seed=0",
+]
 
 
 def test_the_time_limits_signal_checkpoints_the_current_step_and_the_requeued_job_resumes_there(tmp_path, job_name):
@@ -214,19 +285,34 @@ def test_the_time_limits_signal_checkpoints_the_current_step_and_the_requeued_jo
     requeues it, and the job comes back (with a longer limit, set while it waits), resumes from
     exactly that step and finishes."""
     sweep = tmp_path / "sweep"
-    proc = start_cli(tmp_path, "sweep", "-m", *UNTIL_THE_LIMIT, *SLURM_GPU0, "hydra.launcher.timeout_min=2",
-                     "hydra.launcher.signal_delay_s=60", f"hydra.launcher.name={job_name}",
-                     f"hydra.sweep.dir={sweep}")
+    proc = start_cli(
+        tmp_path,
+        "sweep",
+        "-m",
+        *UNTIL_THE_LIMIT,
+        *SLURM_GPU0,
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
+        f"hydra.launcher.name={job_name}",
+        f"hydra.sweep.dir={sweep}",
+    )
     try:
         (job,) = wait_for("the sweep to start", lambda: (sweep / "multirun.yaml").exists() and expected_jobs(sweep))
         slurm_id = wait_for("the job to start", lambda: (job.dir / ".hydra").exists() and launcher_job_id(job.dir))
-        wait_for("the signal's checkpoint", lambda: "checkpoint written at step" in (job.dir / "train.log").read_text(),
-                 timeout=180, every=0.5)
+        wait_for(
+            "the signal's checkpoint",
+            lambda: "checkpoint written at step" in (job.dir / "train.log").read_text(),
+            timeout=180,
+            every=0.5,
+        )
         # The job comes back with the same 2-minute limit: give the second run time to finish, and
         # let it start now rather than after SLURM's requeue delay.
         subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "TimeLimit=10"], check=True, timeout=30)
-        wait_for("the job to be pending or running again", lambda: "resumed from step" in (
-            job.dir / "train.log").read_text() or squeue_state(slurm_id) == "PENDING", every=0.5)
+        wait_for(
+            "the job to be pending or running again",
+            lambda: "resumed from step" in (job.dir / "train.log").read_text() or squeue_state(slurm_id) == "PENDING",
+            every=0.5,
+        )
         if squeue_state(slurm_id) == "PENDING":
             subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], check=True, timeout=30)
         assert proc.wait(timeout=480) == 0, (tmp_path / "sweep.log").read_text()
@@ -249,8 +335,10 @@ def test_the_time_limits_signal_checkpoints_the_current_step_and_the_requeued_jo
 
 # ---------------------------------------------------------------- launch and leave (hardware.wait=false)
 
-SUBMITTED = re.compile(r"ired-train: submitted (\d+) jobs as SLURM array (\d+) into (\S+); job (\d+) writes the table "
-                       r"and the report once they end; watch: ired-sweep (\S+) \(or squeue -j \d+,\d+\)")
+SUBMITTED = re.compile(
+    r"ired-train: submitted (\d+) jobs as SLURM array (\d+) into (\S+); job (\d+) writes the table "
+    r"and the report once they end; watch: ired-sweep (\S+) \(or squeue -j \d+,\d+\)"
+)
 
 
 def submitted(stdout: str) -> tuple[int, str, Path, str]:
@@ -263,7 +351,11 @@ def submitted(stdout: str) -> tuple[int, str, Path, str]:
 # Checkpointed early and often, so a job can be requeued after its first checkpoint and still have
 # steps left (a few seconds of them on an idle 2-core machine, minutes on a loaded one).
 DETACHED = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
-    "train.steps=300", "train.log_every=25", "train.eval_every=150", "checkpoint.every=25"]
+    "train.steps=300",
+    "train.log_every=25",
+    "train.eval_every=150",
+    "checkpoint.every=25",
+]
 
 
 def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job(tmp_path, job_name):
@@ -273,8 +365,16 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     follow-up, on the cluster, writes the table and the report a waiting launch would have written, and a
     re-launch of the same command skips the finished runs."""
     sweep = tmp_path / "sweep"
-    cmd = ["-m", *DETACHED, "mining=random", "seed=0,1", *SLURM_GPU0, "hardware.wait=false",
-           f"hydra.launcher.name={job_name}", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        "-m",
+        *DETACHED,
+        "mining=random",
+        "seed=0,1",
+        *SLURM_GPU0,
+        "hardware.wait=false",
+        f"hydra.launcher.name={job_name}",
+        f"hydra.sweep.dir={sweep}",
+    ]
     launch = run_cli("ired-train", *cmd, cwd=tmp_path, timeout=600, check=True)
     n_jobs, array_id, where, follow_up = submitted(launch.stdout)
     assert (n_jobs, where) == (2, sweep)
@@ -310,8 +410,12 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     assert {name: (sweep / name).read_text() for name in records} == records
 
     # Job 0 ends; the follow-up still waits for the requeued job.
-    wait_for("job 0 to finish", lambda: (jobs[0].dir / "metrics.json").exists() and squeue_state(f"{array_id}_0") == "",
-             timeout=600, every=0.5)
+    wait_for(
+        "job 0 to finish",
+        lambda: (jobs[0].dir / "metrics.json").exists() and squeue_state(f"{array_id}_0") == "",
+        timeout=600,
+        every=0.5,
+    )
     assert squeue_state(follow_up) == "PENDING" and squeue_state(requeued) == "PENDING"
     assert not (sweep / "jobs.md").exists()
     subprocess.run(["scontrol", "release", requeued], check=True, timeout=30)
@@ -328,7 +432,9 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     (resumed,) = re.findall(r"resumed from step (\d+)", (jobs[1].dir / "train.log").read_text())
     assert 0 < int(resumed) < 300
     follow_up_log = (sweep / ".submitit" / follow_up / f"{follow_up}_0_log.out").read_text()
-    assert "2 finished, 0 failed" in re.sub(r"\s+", " ", follow_up_log) and "Job completed successfully" in follow_up_log
+    assert (
+        "2 finished, 0 failed" in re.sub(r"\s+", " ", follow_up_log) and "Job completed successfully" in follow_up_log
+    )
 
     # The same command again, into the finished sweep: accepted, and its finished runs are left alone.
     finals = [(j.dir / "metrics.json").read_text() for j in jobs]
@@ -336,8 +442,12 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     again = run_cli("ired-train", *cmd, cwd=tmp_path, timeout=600, check=True)
     _, second_array, _, second_follow_up = submitted(again.stdout)
     assert second_array != array_id
-    wait_for("the second follow-up job to end", lambda: (sweep / "jobs.json").stat().st_mtime_ns != table_before
-             and squeue_state(second_follow_up) == "", timeout=1500, every=0.5)
+    wait_for(
+        "the second follow-up job to end",
+        lambda: (sweep / "jobs.json").stat().st_mtime_ns != table_before and squeue_state(second_follow_up) == "",
+        timeout=1500,
+        every=0.5,
+    )
     assert [(j.dir / "metrics.json").read_text() for j in jobs] == finals
     assert all("already holds a finished run" in (j.dir / "train.log").read_text() for j in jobs)
     assert [s["state"] for s in read_json(sweep / "jobs.json")] == ["finished", "finished"]

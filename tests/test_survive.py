@@ -15,16 +15,29 @@ import time
 from pathlib import Path
 
 import pytest
+from test_resume import assert_same_result  # bit for bit, every line, none lost or doubled
 
 from conftest import BIN, read_json, read_jsonl, run_cli
-from test_resume import assert_same_result  # bit for bit, every line, none lost or doubled
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # ~200 steps of a tiny model: long enough to be interrupted, seconds on an idle CPU.
-RUN = ["dataset.n=4", "model.hidden=32", "model.time_dim=16", "train.batch_size=64", "train.steps=200",
-       "train.log_every=10", "train.eval_every=50", "checkpoint.every=20", "checkpoint.keep=3",
-       "eval.size=64", "eval.batch_size=64", "hardware=cpu", "hardware.threads=1", "mining=adversarial"]
+RUN = [
+    "dataset.n=4",
+    "model.hidden=32",
+    "model.time_dim=16",
+    "train.batch_size=64",
+    "train.steps=200",
+    "train.log_every=10",
+    "train.eval_every=50",
+    "checkpoint.every=20",
+    "checkpoint.keep=3",
+    "eval.size=64",
+    "eval.batch_size=64",
+    "hardware=cpu",
+    "hardware.threads=1",
+    "mining=adversarial",
+]
 # A checkpoint of this model is ~93 kB: a 200 kB disk fills up within the run.
 SMALL = [*RUN, "model.hidden=16"]
 # Seconds a run may take: generous, for a CI machine that other jobs keep busy (a niced run took
@@ -34,9 +47,14 @@ INTERRUPTED = re.compile(r"^ired-train: interrupted at step (\d+); checkpoint wr
 
 
 def start(run_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "ired-train"), *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120"})
+    return subprocess.Popen(
+        [str(BIN / "ired-train"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120"},
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = PATIENCE) -> None:
@@ -67,9 +85,9 @@ def reference(tmp_path_factory) -> dict:
 
 # ================================================================ Ctrl-C and SIGTERM
 
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_exactly(tmp_path, reference,
-                                                                                       sig, code):
+def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_exactly(tmp_path, reference, sig, code):
     run_dir = tmp_path / "run"
     proc = start(run_dir, *RUN)
     wait_for(checkpoint(run_dir, 20), proc)
@@ -92,9 +110,19 @@ def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_
 def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
     # Steps of several seconds, so that the second Ctrl-C comes long before the next step boundary.
     run_dir = tmp_path / "run"
-    slow = ["dataset.n=16", "model.hidden=512", "train.batch_size=2048", "mining.steps=200", "train.steps=50",
-            "checkpoint.every=1", "train.log_every=1", "eval.size=64", "eval.batch_size=64", "hardware=cpu",
-            "hardware.threads=1"]
+    slow = [
+        "dataset.n=16",
+        "model.hidden=512",
+        "train.batch_size=2048",
+        "mining.steps=200",
+        "train.steps=50",
+        "checkpoint.every=1",
+        "train.log_every=1",
+        "eval.size=64",
+        "eval.batch_size=64",
+        "hardware=cpu",
+        "hardware.threads=1",
+    ]
     proc = start(run_dir, *slow)
     wait_for(checkpoint(run_dir, 1), proc)
     # Into step 2 (the checkpoint's appearance is the step boundary itself, where a first Ctrl-C
@@ -105,8 +133,9 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 130
-    assert err.strip().splitlines() == ["ired-train: interrupted; stopped at once; the newest checkpoint is kept; "
-                                        "run the same command to resume"], err
+    assert err.strip().splitlines() == [
+        "ired-train: interrupted; stopped at once; the newest checkpoint is kept; run the same command to resume"
+    ], err
     assert "Traceback" not in out + err
     assert not list(run_dir.rglob(".*.tmp-*"))
     kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
@@ -115,13 +144,15 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
 
 # ================================================================ a full disk
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 200 kB tmpfs (needs root, as CI has)."""
     where = tmp_path / "disk"
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(where)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     yield where
@@ -134,8 +165,11 @@ def test_full_disk_stops_in_one_line_keeps_what_was_written_and_records_it(tmp_p
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, proc.stderr
     assert len(err) == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    m = re.match(r"ired-train: error: could not write (\S+): No space left on device \(the write needed ([\d.]+ kB); "
-                 r"[\d.]+ (kB|bytes) free there\)$", err[0])
+    m = re.match(
+        r"ired-train: error: could not write (\S+): No space left on device \(the write needed ([\d.]+ kB); "
+        r"[\d.]+ (kB|bytes) free there\)$",
+        err[0],
+    )
     assert m, err[0]
     assert Path(m[1]).parent == run_dir / "checkpoints"  # a checkpoint did not fit
     assert not list(run_dir.rglob(".*.tmp-*"))  # its temporary file is gone, so is the space it took
@@ -154,6 +188,7 @@ def test_full_disk_stops_in_one_line_keeps_what_was_written_and_records_it(tmp_p
 
 
 # ================================================================ one writer per run directory
+
 
 def test_second_ired_train_is_refused_and_touches_nothing_while_readers_do_no_harm(tmp_path, reference):
     run_dir = tmp_path / "run"
@@ -195,29 +230,51 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path, reference):
 
 # ================================================================ ranges of the strategies' options
 
-@pytest.mark.parametrize("override, allowed", [
-    ("mining.corruption=-1", "a finite number ≥ 0"),
-    ("mining.step_scale=-1", "a finite number > 0"),
-    ("mining.step_scale=0", "a finite number > 0"),
-    ("sampler.step_scale=0", "a finite number > 0"),
-])
+
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("mining.corruption=-1", "a finite number ≥ 0"),
+        ("mining.step_scale=-1", "a finite number > 0"),
+        ("mining.step_scale=0", "a finite number > 0"),
+        ("sampler.step_scale=0", "a finite number > 0"),
+    ],
+)
 def test_out_of_range_strategy_option_is_one_line(tmp_path, tiny, override, allowed):
     proc = run_cli("ired-train", *tiny, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=PATIENCE)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     key, value = override.split("=")
-    assert len(err) == 1 and err[0].startswith(f"ired-train: error: {key}={float(value)} is invalid; "
-                                               f"it must be {allowed}"), err
+    assert len(err) == 1 and err[0].startswith(
+        f"ired-train: error: {key}={float(value)} is invalid; it must be {allowed}"
+    ), err
 
 
 # ================================================================ the fault drill
 
+
 @pytest.mark.slow
 def test_short_fault_drill_loses_nothing(tmp_path):
     out = tmp_path / "drill.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "fault_drill.py"), "--faults", "10",
-                           "--per-run", "5", "--seed", "1", "--work", str(tmp_path / "work"), "--json", str(out)],
-                          capture_output=True, text=True, timeout=3 * PATIENCE)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "fault_drill.py"),
+            "--faults",
+            "10",
+            "--per-run",
+            "5",
+            "--seed",
+            "1",
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3 * PATIENCE,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["faults"] >= 10 and figures["resumes"] >= 10

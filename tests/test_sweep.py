@@ -10,22 +10,25 @@ import re
 import shutil
 import signal
 import subprocess
-
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY, read_json, read_jsonl, run_cli
 from ired_mining.callbacks import shield_submitit_requeue
 from ired_mining.slurm_queue import Launch, Queued, record_launch
 from ired_mining.sweep import SweepError, expected_jobs, job_states
+
+from conftest import TINY, read_json, read_jsonl, run_cli
 
 # TINY without its hardware choice, so a test can pick its own.
 TINY_ANY_HARDWARE = [a for a in TINY if not a.startswith("hardware=")]
 # TINY cut to 4 steps: these sweeps test the job list, not training.
 QUICK = [a for a in TINY if not a.startswith(("train.steps=", "train.eval_every=", "checkpoint.every="))] + [
-    "train.steps=4", "train.eval_every=4", "checkpoint.every=4"]
+    "train.steps=4",
+    "train.eval_every=4",
+    "checkpoint.every=4",
+]
 RECORD = "jobs.expected.json"
 
 # Each form of sweep the basic sweeper accepts: the shell's sweep arguments, and the overrides that
@@ -39,8 +42,10 @@ FORMS = {
     "sort": (["seed=sort(1,3,2,reverse=true)"], [["seed=3"], ["seed=2"], ["seed=1"]]),
     "tag": (["seed=tag(seeds,range(2))"], [["seed=0"], ["seed=1"]]),
     "preset": (["experiment=mining_sweep", "seed=0"], [["mining=none"], ["mining=random"], ["mining=adversarial"]]),
-    "own subdir": (["mining=none,random", "hydra.sweep.subdir=job_${hydra.job.num}"],
-                   [["mining=none"], ["mining=random"]]),
+    "own subdir": (
+        ["mining=none,random", "hydra.sweep.subdir=job_${hydra.job.num}"],
+        [["mining=none"], ["mining=random"]],
+    ),
 }
 
 
@@ -95,8 +100,7 @@ def test_each_sweep_form_lists_its_jobs_as_hydra_ran_them(tmp_path, form):
 def test_shuffled_sweep_keeps_hydras_job_numbers(tmp_path):
     """shuffle() orders the jobs at random: the list is Hydra's own, not a second expansion."""
     sweep = tmp_path / "sweep"
-    run_cli("ired-train", "-m", *QUICK, "seed=shuffle(range(4))", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-            check=True)
+    run_cli("ired-train", "-m", *QUICK, "seed=shuffle(range(4))", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=True)
     jobs = read_json(sweep / "jobs.json")
     assert sorted(o for j in jobs for o in j["overrides"] if o.startswith("seed=")) == [f"seed={i}" for i in range(4)]
     assert_jobs_as_hydra_ran_them(sweep, jobs)
@@ -107,8 +111,12 @@ def test_job_names_are_what_tells_the_jobs_apart():
 
     shared = ["train.steps=500", "eval.size=64", "hardware=cpu"]
     jobs = [shared + [f"mining={m}", f"seed={s}"] for m in ("none", "random") for s in (0, 1)]
-    assert job_names(jobs, ["hardware"]) == ["mining=none,seed=0", "mining=none,seed=1",
-                                            "mining=random,seed=0", "mining=random,seed=1"]
+    assert job_names(jobs, ["hardware"]) == [
+        "mining=none,seed=0",
+        "mining=none,seed=1",
+        "mining=random,seed=0",
+        "mining=random,seed=1",
+    ]
     # One job: nothing varies, so its own overrides name it (hardware apart), sorted as Hydra sorts them.
     assert job_names([shared + ["+grid=c1_k2"]], ["hardware"]) == ["+grid=c1_k2,eval.size=64,train.steps=500"]
     # Fifteen long overrides: cut, and a hash of the whole keeps two such jobs apart.
@@ -125,19 +133,27 @@ def test_job_names_are_what_tells_the_jobs_apart():
 def test_a_job_directory_too_long_to_make_is_one_line_before_anything_is_written(tmp_path):
     name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
     sweep = tmp_path / "sweep"
-    proc = run_cli("ired-train", "-m", *QUICK, "seed=0,1", f"hydra.sweep.dir={sweep}",
-                   f"hydra.sweep.subdir={'y' * name_max}_${{hydra.job.num}}", cwd=tmp_path)
+    proc = run_cli(
+        "ired-train",
+        "-m",
+        *QUICK,
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweep.subdir={'y' * name_max}_${{hydra.job.num}}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ired-train: error: hydra.sweep.subdir: job 0's directory "
-                                                   f"cannot be made: its name {'y' * 60}… is {name_max + 2} bytes")
+    assert len(lines) == 1 and lines[0].startswith(
+        "ired-train: error: hydra.sweep.subdir: job 0's directory "
+        f"cannot be made: its name {'y' * 60}… is {name_max + 2} bytes"
+    )
     assert not sweep.exists()
 
 
 def test_an_interval_is_refused_in_one_line(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli("ired-train", "-m", *QUICK, "optim.lr=interval(1e-4,1e-3)", f"hydra.sweep.dir={sweep}",
-                   cwd=tmp_path)
+    proc = run_cli("ired-train", "-m", *QUICK, "optim.lr=interval(1e-4,1e-3)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("ired-train: error: optim.lr=interval(1e-4,1e-3): ")
@@ -158,21 +174,32 @@ def test_mixed_sweep_with_a_failing_and_a_missing_job_and_a_relaunch(tmp_path):
     another interrupted: the table sees them missing and incomplete, and the same command re-launched
     into the same directory runs only what is not done, under the same record."""
     sweep = tmp_path / "sweep"
-    cmd = ["-m", *TINY, "experiment=mining_sweep", "mining=glob(*,exclude=adversarial)", "seed=range(2)",
-           "optim.lr=choice(1e-4,-1)", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        "-m",
+        *TINY,
+        "experiment=mining_sweep",
+        "mining=glob(*,exclude=adversarial)",
+        "seed=range(2)",
+        "optim.lr=choice(1e-4,-1)",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = run_cli("ired-train", *cmd, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
 
     states = read_json(sweep / "jobs.json")
     # The preset's keys first (mining, seed: their values from the shell), then the shell's own.
     assert [j["overrides"][:2] + j["overrides"][-1:] for j in states] == [
-        [f"mining={m}", f"seed={s}", f"optim.lr={lr}"] for m in ("none", "random") for s in (0, 1)
-        for lr in ("0.0001", "-1")]  # as Hydra spells the values
+        [f"mining={m}", f"seed={s}", f"optim.lr={lr}"]
+        for m in ("none", "random")
+        for s in (0, 1)
+        for lr in ("0.0001", "-1")
+    ]  # as Hydra spells the values
     assert_jobs_as_hydra_ran_them(sweep, states)
     by_state = {s: [j for j in states if j["state"] == s] for s in ("finished", "failed")}
     assert [j["num"] for j in by_state["finished"]] == [0, 2, 4, 6]
     assert {(j["metrics"]["strategy"], j["metrics"]["seed"]) for j in by_state["finished"]} == {
-        (m, s) for m in ("none", "random") for s in (0, 1)}
+        (m, s) for m in ("none", "random") for s in (0, 1)
+    }
     assert [j["num"] for j in by_state["failed"]] == [1, 3, 5, 7]
     # the schema types optim.lr as a float, so the error names -1 as -1.0
     assert all(j["error"] == "optim.lr=-1.0 is invalid; it must be a number > 0" for j in by_state["failed"])
@@ -228,18 +255,29 @@ def test_sweep_through_submitit_local(tmp_path):
     """Every strategy (a glob) × 2 seeds (a range), each job a separate process started by submitit on
     this machine; the end table and the report list them as Hydra expanded them."""
     sweep = tmp_path / "sweep"
-    proc = run_cli("ired-train", "-m", *TINY_ANY_HARDWARE, "mining=glob(*)", "seed=range(2)",
-                   "hardware=submitit_local", "hardware.device=cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-                   check=True)
+    proc = run_cli(
+        "ired-train",
+        "-m",
+        *TINY_ANY_HARDWARE,
+        "mining=glob(*)",
+        "seed=range(2)",
+        "hardware=submitit_local",
+        "hardware.device=cpu",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        check=True,
+    )
     assert "6 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
     states = read_json(sweep / "jobs.json")
     assert [[o for o in j["overrides"] if o.startswith(("mining=", "seed="))] for j in states] == [
-        [f"mining={m}", f"seed={s}"] for m in ("adversarial", "none", "random") for s in (0, 1)]
+        [f"mining={m}", f"seed={s}"] for m in ("adversarial", "none", "random") for s in (0, 1)
+    ]
     assert [j["state"] for j in states] == ["finished"] * 6
     assert_jobs_as_hydra_ran_them(sweep, states)
     assert (sweep / "summary.md").is_file()
     assert {(j["metrics"]["strategy"], j["metrics"]["seed"]) for j in states} == {
-        (m, s) for m in ("none", "random", "adversarial") for s in (0, 1)}
+        (m, s) for m in ("none", "random", "adversarial") for s in (0, 1)
+    }
     for job in states:
         # submitit ran it: its log is under .submitit/<job id>/, and says the job completed.
         log = sweep / ".submitit" / job["job_id"] / f"{job['job_id']}_0_log.out"
@@ -269,23 +307,37 @@ def test_a_child_of_the_requeue_handler_survives_the_requeues_sigterm():
 
 # ---------------------------------------------------------------- hardware.wait, ired-sweep
 
+
 def test_wait_is_a_key_of_the_slurm_choices_that_reaches_their_launcher(tmp_path):
-    proc = run_cli("ired-train", "hardware=slurm_cpu", "hardware.wait=false", "--cfg", "all", "--resolve", cwd=tmp_path,
-                   check=True)
+    proc = run_cli(
+        "ired-train", "hardware=slurm_cpu", "hardware.wait=false", "--cfg", "all", "--resolve", cwd=tmp_path, check=True
+    )
     launcher = OmegaConf.create(proc.stdout).hydra.launcher
     assert launcher._target_ == "hydra_plugins.ired_launcher.IredSlurmLauncher" and launcher.wait is False
     default = run_cli("ired-train", "hardware=slurm_gpu", "--cfg", "all", "--resolve", cwd=tmp_path, check=True)
     assert OmegaConf.create(default.stdout).hydra.launcher.wait is True  # waiting stays the default
-    for args, named in ((["hardware=cpu", "hardware.wait=false"], "hardware.wait: not a key of hardware"),
-                        (["hardware=slurm_cpu", "hardware.wait=soon"], "hardware.wait: got 'soon'")):
+    for args, named in (
+        (["hardware=cpu", "hardware.wait=false"], "hardware.wait: not a key of hardware"),
+        (["hardware=slurm_cpu", "hardware.wait=soon"], "hardware.wait: got 'soon'"),
+    ):
         bad = run_cli("ired-train", *args, cwd=tmp_path)
         assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()], bad.stderr
         assert bad.stderr.startswith(f"ired-train: error: {named}"), bad.stderr
 
 
-@pytest.mark.parametrize("state,restarts,shown", [
-    ("PENDING", 0, "pending"), ("PENDING", 2, "requeued"), ("REQUEUE_HOLD", 1, "requeued"), ("REQUEUED", 1, "requeued"),
-    ("RUNNING", 0, "running"), ("RUNNING", 1, "running"), ("COMPLETING", 0, None), ("CANCELLED", 0, None)])
+@pytest.mark.parametrize(
+    "state,restarts,shown",
+    [
+        ("PENDING", 0, "pending"),
+        ("PENDING", 2, "requeued"),
+        ("REQUEUE_HOLD", 1, "requeued"),
+        ("REQUEUED", 1, "requeued"),
+        ("RUNNING", 0, "running"),
+        ("RUNNING", 1, "running"),
+        ("COMPLETING", 0, None),
+        ("CANCELLED", 0, None),
+    ],
+)
 def test_a_queued_jobs_state_in_the_sweeps_words(state, restarts, shown):
     """A job pending after a restart is one SLURM requeued; a job on its way out is left to its run directory."""
     assert Queued("7_1", state, restarts, "None").sweep_state == shown

@@ -21,7 +21,10 @@ def test_pre_commit_runs_the_pinned_ruff():
 
 def test_ci_lints_and_checks_the_format_before_the_tests():
     lines = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
-    order = [i for i, ln in enumerate(lines) if ln.startswith((".venv/bin/ruff check", ".venv/bin/ruff format --check",
-                                                               ".venv/bin/python -m pytest"))]
+    order = [
+        i
+        for i, ln in enumerate(lines)
+        if ln.startswith((".venv/bin/ruff check", ".venv/bin/ruff format --check", ".venv/bin/python -m pytest"))
+    ]
     assert len(order) == 3 and order == sorted(order)
     assert lines[order[-1]].startswith(".venv/bin/python -m pytest")

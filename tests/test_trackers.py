@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ired_mining.checkpoint import list_checkpoints
+
 from conftest import BIN, TINY, read_jsonl, run_cli
 
 pytest.importorskip("tensorboard", reason="the trackers extra is not installed (pip install -e '.[trackers]')")
@@ -26,17 +27,25 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-TRAIN_TAGS = ["loss/mse", "loss/energy", "loss/total", "neg/gap", "neg/dist", "train/mine_ms", "train/grad_norm",
-              "train/steps_per_s"]
+TRAIN_TAGS = [
+    "loss/mse",
+    "loss/energy",
+    "loss/total",
+    "neg/gap",
+    "neg/dist",
+    "train/mine_ms",
+    "train/grad_norm",
+    "train/steps_per_s",
+]
 EVAL_TAGS = [f"{split}/{m}" for split in ("in_dist", "harder") for m in ("mse", "zero_mse", "exact_mse", "residual")]
 
 
 # ================================================================ readers
 
+
 def tensorboard_scalars(run_dir: Path, purge: bool = True) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] as TensorBoard shows it (purge=True) or as the event files hold it."""
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0},
-                           purge_orphaned_data=purge).Reload()
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}, purge_orphaned_data=purge).Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
@@ -56,10 +65,10 @@ def wandb_records(path: Path):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0:
             break
-        parts += data[pos + 7:pos + 7 + length]
+        parts += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             yield wandb_internal_pb2.Record.FromString(parts)
@@ -76,8 +85,9 @@ def wandb_runs(run_dir: Path) -> list[dict]:
             if kind == "run":
                 run = rec.run
             elif kind == "history":
-                history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                                for item in rec.history.item})
+                history.append(
+                    {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item}
+                )
         runs.append({"file": file, "run": run, "history": history})
     return runs
 
@@ -98,6 +108,7 @@ def steps(points: list[tuple[int, float]]) -> list[int]:
 
 
 # ================================================================ a run with each tracker
+
 
 def test_no_tracker_by_default():
     out = run_cli("ired-train", "--cfg", "job", check=True).stdout
@@ -141,8 +152,16 @@ def test_tensorboard_scalars_and_hparams_read_back(tmp_path):
 @pytest.mark.slow
 def test_wandb_offline_run_read_back(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli("ired-train", *TINY, "mining=random", "logger=wandb", "logger.wandb.project=tiny",
-            f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    run_cli(
+        "ired-train",
+        *TINY,
+        "mining=random",
+        "logger=wandb",
+        "logger.wandb.project=tiny",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        check=True,
+    )
     assert not list(run_dir.glob("events.out.tfevents.*"))
     runs = wandb_runs(run_dir)
     assert len(runs) == 1
@@ -166,8 +185,17 @@ def test_both_trackers_from_a_list_in_a_sweep(tmp_path):
     """logger=[tensorboard,wandb] selects both; each job is named by its overrides (not the logger)
     and W&B groups the jobs by the sweep directory."""
     sweep = tmp_path / "sweep"
-    run_cli("ired-train", "-m", *TINY, "train.steps=10", "logger=[tensorboard,wandb]", "mining=none,random",
-            f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=True)
+    run_cli(
+        "ired-train",
+        "-m",
+        *TINY,
+        "train.steps=10",
+        "logger=[tensorboard,wandb]",
+        "mining=none,random",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        check=True,
+    )
     for mining in ("none", "random"):
         [job] = sweep.glob(f"mining={mining}")  # named by what varies: the strategy alone
         assert "logger" not in job.name
@@ -181,8 +209,9 @@ def test_both_trackers_from_a_list_in_a_sweep(tmp_path):
 @pytest.mark.slow
 def test_a_failed_run_still_closes_its_trackers(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("ired-train", *TINY, "optim.lr=1e30", "logger=[tensorboard,wandb]", f"hydra.run.dir={run_dir}",
-                   cwd=tmp_path)
+    proc = run_cli(
+        "ired-train", *TINY, "optim.lr=1e30", "logger=[tensorboard,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert proc.returncode == 1 and "non-finite" in proc.stderr
     hp = tensorboard_hparams(run_dir)
     assert hp["_hparams_/session_start_info"].session_start_info.hparams["status"].string_value == "failed"
@@ -195,8 +224,15 @@ def test_a_failed_run_still_closes_its_trackers(tmp_path):
 
 # A tiny run, checkpointed every 50 steps and logged every 2: a kill soon after a checkpoint
 # lands after the trackers logged a few steps past it, which the resumed run logs again.
-RESUMABLE = [*TINY, "train.steps=200", "train.log_every=2", "train.eval_every=50", "checkpoint.every=50",
-             "hardware.threads=1", "logger=[tensorboard,wandb]"]
+RESUMABLE = [
+    *TINY,
+    "train.steps=200",
+    "train.log_every=2",
+    "train.eval_every=50",
+    "checkpoint.every=50",
+    "hardware.threads=1",
+    "logger=[tensorboard,wandb]",
+]
 
 
 def newest_checkpoint_step(run_dir: Path) -> int:
@@ -226,9 +262,13 @@ def kill_soon_after_checkpoint(run_dir: Path, step: int, env: dict, wait_for_wan
     and at least 10 steps before the next one (every 50), and, with `wait_for_wandb`, once W&B's own
     log holds a step past it too. Timed by what the run has logged, not by a sleep, so that it holds
     on a fast machine and on a slow one."""
-    proc = subprocess.Popen([str(BIN / "ired-train"), *RESUMABLE, f"hydra.run.dir={run_dir}"],
-                            cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HYDRA_FULL_ERROR": "0", **env})
+    proc = subprocess.Popen(
+        [str(BIN / "ired-train"), *RESUMABLE, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **env},
+    )
     outbox, deadline = run_dir / "wandb" / "outbox.jsonl", time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         newest = newest_checkpoint_step(run_dir)
@@ -286,14 +326,21 @@ def test_killed_and_resumed_run_logs_every_step_once(tmp_path, wandb_flush):
 
 # ================================================================ a tracker that is not installed
 
+
 @pytest.mark.parametrize("package", ["tensorboard", "wandb"])
 def test_missing_tracker_is_one_line_saying_how_to_install(tmp_path, package):
     # A package of that name that fails to import, ahead of the real one on the path.
     shim = tmp_path / "shim" / package
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text(f"raise ImportError(\"No module named '{package}'\")\n")
-    proc = run_cli("ired-train", *TINY, f"logger={package}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
-                   env={"PYTHONPATH": str(tmp_path / "shim")})
+    proc = run_cli(
+        "ired-train",
+        *TINY,
+        f"logger={package}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "shim")},
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -305,4 +352,6 @@ def test_missing_tracker_is_one_line_saying_how_to_install(tmp_path, package):
 def test_unknown_tracker_is_one_line():
     proc = run_cli("ired-train", "logger=bogus")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "ired-train: error: logger: no option 'bogus'; choose one of: none, tensorboard, wandb"
+    assert (
+        proc.stderr.strip() == "ired-train: error: logger: no option 'bogus'; choose one of: none, tensorboard, wandb"
+    )

@@ -37,9 +37,12 @@ def configure_backend(cfg: DictConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = bool(cfg.hardware.tf32)
         torch.backends.cudnn.allow_tf32 = bool(cfg.hardware.tf32)
     if PRECISIONS[precision_of(cfg)] is torch.bfloat16 and not native_bf16(device):
-        log.warning("hardware.precision=%s: this %s has no bf16 instructions, so bf16 will be slow here "
-                    "(hardware.precision=32 is the fast choice)", precision_of(cfg), device.type.upper()
-                    if device.type == "cpu" else "GPU")
+        log.warning(
+            "hardware.precision=%s: this %s has no bf16 instructions, so bf16 will be slow here "
+            "(hardware.precision=32 is the fast choice)",
+            precision_of(cfg),
+            device.type.upper() if device.type == "cpu" else "GPU",
+        )
 
 
 def cpu_flags() -> set[str] | None:

@@ -33,6 +33,7 @@ class CheckpointError(RuntimeError):
 
 # ---------------------------------------------------------------- atomic files
 
+
 class WriteFailed(RuntimeError):
     """A file of the run could not be written (a full disk, a failing one, no permission); the
     message is one line naming the file, the error and, for a full disk, the space it needed."""
@@ -77,7 +78,7 @@ def atomic_write_bytes(path: Path, data: bytes, failpoint: str = "") -> None:
         with open(tmp, "wb") as f:
             f.write(view[: len(view) // 2])
             failpoints.hit(failpoint)
-            f.write(view[len(view) // 2:])
+            f.write(view[len(view) // 2 :])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -117,6 +118,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 # ---------------------------------------------------------------- RNG state
 
+
 def rng_state(generator: torch.Generator) -> dict:
     state = {
         "torch": torch.get_rng_state(),
@@ -144,6 +146,7 @@ def fingerprint(parts: dict) -> str:
 
 
 # ---------------------------------------------------------------- checkpoints
+
 
 def checkpoint_path(directory: Path, step: int) -> Path:
     return Path(directory) / f"step_{step:09d}.pt"

@@ -48,11 +48,21 @@ def check_command_line(argv: list[str], config_name: str = "config") -> DictConf
             return None
         message = usage.getvalue().strip().splitlines()[-1].partition("error: ")[2]
         raise ConfigError(f"{message}; options such as -m go before the overrides, see ired-train --help") from None
-    modes = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun), ("--cfg", args.cfg),
-                                   ("--info", args.info)) if on]
+    modes = [
+        flag
+        for flag, on in (
+            ("--run", args.run),
+            ("-m/--multirun", args.multirun),
+            ("--cfg", args.cfg),
+            ("--info", args.info),
+        )
+        if on
+    ]
     if len(modes) > 1:  # Hydra's own refusal is a traceback
-        raise ConfigError(f"{' and '.join(modes)}: choose one of them (ired-train --cfg job shows a single run's "
-                          "config; a multirun's jobs are listed in <sweep dir>/jobs.expected.json)")
+        raise ConfigError(
+            f"{' and '.join(modes)}: choose one of them (ired-train --cfg job shows a single run's "
+            "config; a multirun's jobs are listed in <sweep dir>/jobs.expected.json)"
+        )
     if args.shell_completion or args.config_path or args.config_dir or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return None  # HYDRA_FULL_ERROR=1: a developer asked for Hydra's own report with its traceback
     try:
@@ -141,8 +151,10 @@ def not_an_option(loader, overrides) -> str | None:
             continue
         if not isinstance(override.value(), (str, list, dict)):
             options = loader.get_group_options(group)
-            return f"{group}: {override.input_line.partition('=')[2] or 'nothing'} is not an option; choose one of: " \
-                   f"{', '.join(options)}"
+            return (
+                f"{group}: {override.input_line.partition('=')[2] or 'nothing'} is not an option; choose one of: "
+                f"{', '.join(options)}"
+            )
     return None
 
 
@@ -166,8 +178,10 @@ def not_a_list_of_values(overrides) -> str | None:
     traceback), or None. One message for compose's check and the recording sweeper's."""
     for override in overrides:
         if override.is_sweep_override() and not override.is_discrete_sweep():
-            return (f"{override.input_line}: the basic sweeper runs lists of values (a,b,c; range(); glob(); "
-                    "choice(); sort(); shuffle()), not an interval, which only a sampling sweeper draws from")
+            return (
+                f"{override.input_line}: the basic sweeper runs lists of values (a,b,c; range(); glob(); "
+                "choice(); sort(); shuffle()), not an interval, which only a sampling sweeper draws from"
+            )
     return None
 
 
@@ -196,12 +210,15 @@ def _check_node(node, path: str) -> None:
             where += f" ({node.name})"  # e.g. mining (none): the option chosen decides its keys
         for key in node:
             if key not in fields and not (key == "hydra" and not path):
-                raise ConfigError(f"{path + '.' if path else ''}{key}: not a key of {where}; "
-                                  f"its keys: {', '.join(fields)}")
+                raise ConfigError(
+                    f"{path + '.' if path else ''}{key}: not a key of {where}; its keys: {', '.join(fields)}"
+                )
         for key in fields:
             if key not in node:
-                raise ConfigError(f"{path + '.' if path else ''}{key}: required, cannot be deleted; "
-                                  f"set it instead, e.g. {path + '.' if path else ''}{key}=VALUE")
+                raise ConfigError(
+                    f"{path + '.' if path else ''}{key}: required, cannot be deleted; "
+                    f"set it instead, e.g. {path + '.' if path else ''}{key}=VALUE"
+                )
     for key in node:
         if key == "hydra" and not path:
             continue  # Hydra's own config, typed by Hydra
@@ -217,8 +234,13 @@ def explain(err: BaseException) -> str:
     """`<key>: <what is wrong; what is allowed>` for an error Hydra or OmegaConf raised while
     composing; the innermost OmegaConf error names the key best."""
     from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, ConfigTypeError, InterpolationResolutionError,
-                                  ValidationError)
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        ConfigTypeError,
+        InterpolationResolutionError,
+        ValidationError,
+    )
 
     chain, cause = [], err
     while cause is not None:
@@ -231,8 +253,10 @@ def explain(err: BaseException) -> str:
         options = err.options or re.findall(r"^\t(\S+)$", str(err), flags=re.M)
         return f"{group}: no option {option!r}; choose one of: {', '.join(options)}"
     if isinstance(err, OverrideParseException):
-        return (f"{err.override}: not an override ({first_line}); write key=value, group=option, "
-                f"or a sweep such as key=a,b with -m")
+        return (
+            f"{err.override}: not an override ({first_line}); write key=value, group=option, "
+            f"or a sweep such as key=a,b with -m"
+        )
     for e in chain:  # the outermost OmegaConf error that names a key
         key = getattr(e, "full_key", None)
         if not key:
@@ -251,8 +275,9 @@ def explain(err: BaseException) -> str:
         return f"{m[1]}: already set; override it without the + ({m[1]}=VALUE)"
     if m := re.match(r"Could not delete from config. '(.*)' does not exist", first_line):
         return f"{m[1]}: not a key, so it cannot be deleted"
-    if m := re.match(r"Override (\S+) looks like a config group override, but config group '(.*)' does not exist",
-                     first_line):
+    if m := re.match(
+        r"Override (\S+) looks like a config group override, but config group '(.*)' does not exist", first_line
+    ):
         return f"{m[2]}: no such config group (in {m[1]}); see ired-train --help for the groups"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return "; ".join(lines[:3]) or type(err).__name__

@@ -59,4 +59,3 @@ def _flat32(m: torch.Tensor) -> torch.Tensor:
 def fixed_set(n: int, size: int, lam: float, seed: int) -> Problems:
     """An evaluation set fixed by its own seed, drawn on the CPU so every device sees the same matrices."""
     return spd_batch(n, size, lam, torch.Generator("cpu").manual_seed(seed))
-

@@ -38,8 +38,14 @@ def cosine_schedule(num_steps: int = 10, s: float = 0.008, max_beta: float = 0.9
 class Diffusion:
     """Per-level coefficients as (T, 1) columns on the training device, indexed by t."""
 
-    def __init__(self, schedule: Schedule, device: torch.device | str = "cpu",
-                 clamp: float = 2.0, descent_scale: float = 1.0, sample_backtrack: float = 1.0):
+    def __init__(
+        self,
+        schedule: Schedule,
+        device: torch.device | str = "cpu",
+        clamp: float = 2.0,
+        descent_scale: float = 1.0,
+        sample_backtrack: float = 1.0,
+    ):
         col = lambda v: v.to(device=device, dtype=torch.float32)[:, None]  # noqa: E731
         self.num_steps = schedule.num_steps
         self.sqrt_ac = col(schedule.alphas_cumprod.sqrt())
@@ -63,8 +69,15 @@ class Diffusion:
     # ---------------------------------------------------------------- energy descent
 
     @torch.no_grad()
-    def descend(self, energy: BoundEnergy, y: torch.Tensor, t: torch.Tensor | int, steps: int,
-                scale: float = 1.0, backtrack: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def descend(
+        self,
+        energy: BoundEnergy,
+        y: torch.Tensor,
+        t: torch.Tensor | int,
+        steps: int,
+        scale: float = 1.0,
+        backtrack: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`steps` steps of y ← clamp(y − scale·η_t ∇E, ±clamp·√ᾱ_t), keeping per sample the old y
         where a step raised the energy; `energy` is y ↦ E(x, y, t) bound to the problems and levels,
         `t` one level per sample or a single level for the whole batch. Returns (y, E(y)); no graph
@@ -102,9 +115,15 @@ class Diffusion:
     # ---------------------------------------------------------------- sampling
 
     @torch.no_grad()
-    def sample(self, model: EnergyMLP, x: torch.Tensor, inner_steps: int = 5,
-               generator: torch.Generator | None = None, scale: float = 1.0,
-               backtrack: float | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        model: EnergyMLP,
+        x: torch.Tensor,
+        inner_steps: int = 5,
+        generator: torch.Generator | None = None,
+        scale: float = 1.0,
+        backtrack: float | None = None,
+    ) -> torch.Tensor:
         """The IRED sampler (ired.md §5): from y_T ~ N(0, I), at each level t = T−1 … 0 one
         denoising step without added noise, then `inner_steps` of energy descent (`backtrack` as in
         `descend`; None: this diffusion's `sample_backtrack`). Returns ŷ0 in answer space (not
@@ -116,7 +135,7 @@ class Diffusion:
         energy = model.bind(x, table[:1])
         y0 = y
         for level in reversed(range(self.num_steps)):
-            energy = energy.at(table[level:level + 1])
+            energy = energy.at(table[level : level + 1])
             eps_hat = energy.grad(y)
             y0 = ((y - self.sqrt_1m_ac[level] * eps_hat) / self.sqrt_ac[level]).clamp(-self.clamp, self.clamp)
             y = self.sqrt_ac[level] * y0
@@ -131,5 +150,9 @@ def build_diffusion(cfg, device: torch.device | str) -> Diffusion:
     """The diffusion a composed config's `diffusion` group describes, with the sampler's
     backtracking (`sampler.backtrack`; runs made before the key existed: 1, the spec)."""
     d = cfg.diffusion
-    return Diffusion(cosine_schedule(d.steps, d.s, d.max_beta), device, clamp=d.clamp,
-                     sample_backtrack=float(cfg.sampler.get("backtrack", 1.0)))
+    return Diffusion(
+        cosine_schedule(d.steps, d.s, d.max_beta),
+        device,
+        clamp=d.clamp,
+        sample_backtrack=float(cfg.sampler.get("backtrack", 1.0)),
+    )

@@ -31,18 +31,29 @@ SCALING_STEPS = (0, 5, 10, 20)
 
 def settings(run: LoadedRun, splits: list[str]) -> dict:
     c = run.cfg
-    return {"eval.size": c.eval.size, "eval.seed": c.eval.seed, "eval.batch_size": c.eval.batch_size,
-            "splits": {k: float(v) for k, v in c.eval.splits.items() if k in splits},
-            "sampler.inner_steps": c.sampler.inner_steps, "sampler.step_scale": c.sampler.step_scale,
-            "sampler.backtrack": c.sampler.backtrack,
-            "device": str(next(run.model.parameters()).device)}
+    return {
+        "eval.size": c.eval.size,
+        "eval.seed": c.eval.seed,
+        "eval.batch_size": c.eval.batch_size,
+        "splits": {k: float(v) for k, v in c.eval.splits.items() if k in splits},
+        "sampler.inner_steps": c.sampler.inner_steps,
+        "sampler.step_scale": c.sampler.step_scale,
+        "sampler.backtrack": c.sampler.backtrack,
+        "device": str(next(run.model.parameters()).device),
+    }
 
 
 def record(run: LoadedRun, run_dir: Path, overrides: list[str], splits: list[str]) -> dict:
     """What every ired-eval JSON starts with: which weights, which run, which settings."""
-    return {"run_dir": str(run_dir.resolve()), "checkpoint": run.checkpoint.name, "step": run.step,
-            "strategy": run.cfg.mining.name, "seed": run.cfg.seed, "overrides": overrides,
-            "settings": settings(run, splits)}
+    return {
+        "run_dir": str(run_dir.resolve()),
+        "checkpoint": run.checkpoint.name,
+        "step": run.step,
+        "strategy": run.cfg.mining.name,
+        "seed": run.cfg.seed,
+        "overrides": overrides,
+        "settings": settings(run, splits),
+    }
 
 
 def output_name(overrides: list[str]) -> str:
@@ -69,8 +80,10 @@ def check_splits(chosen: list[str], cfg) -> list[str]:
     available = list(cfg.eval.splits)
     for name in chosen:
         if name not in available:
-            raise EvalError(f"{SPLIT_KEY}={name} is not a split of this run; choose one of: {', '.join(available)} "
-                            f"(or add one: eval.splits.NAME=λ)")
+            raise EvalError(
+                f"{SPLIT_KEY}={name} is not a split of this run; choose one of: {', '.join(available)} "
+                f"(or add one: eval.splits.NAME=λ)"
+            )
     return chosen or available
 
 
@@ -87,8 +100,11 @@ def scaling(run: LoadedRun, splits: list[str], inner_steps: list[int]) -> list[d
 
 def plot_scaling_run(rows: list[dict], splits: list[str], label: str, path: Path) -> None:
     steps = [r["inner_steps"] for r in rows]
-    scaling_figure({s: [Line(label, "tab:red", steps, [r[f"{s}/mse"] for r in rows])] for s in splits},
-                   {s: rows[0][f"{s}/zero_mse"] for s in splits}, path)
+    scaling_figure(
+        {s: [Line(label, "tab:red", steps, [r[f"{s}/mse"] for r in rows])] for s in splits},
+        {s: rows[0][f"{s}/zero_mse"] for s in splits},
+        path,
+    )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -97,14 +113,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             print(f"ired-eval: error: {message} (see ired-eval --help)", file=sys.stderr)
             sys.exit(2)
 
-    parser = OneLineParser(prog="ired-eval", description="Evaluate a trained run's EMA model under any "
-                           "evaluation setting; results go to RUN_DIR/eval/.",
-                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+    parser = OneLineParser(
+        prog="ired-eval",
+        description="Evaluate a trained run's EMA model under any evaluation setting; results go to RUN_DIR/eval/.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
     parser.add_argument("run_dir", help="a run directory of ired-train (holds checkpoints/)")
     parser.add_argument("overrides", nargs="*", help="key=value: eval.*, sampler.*, hardware.*, dataset.split")
     parser.add_argument("--scaling", action="store_true", help="MSE against the sampler's inner steps")
-    parser.add_argument("--inner-steps", default=",".join(map(str, SCALING_STEPS)),
-                        help="inner steps for --scaling, comma-separated (default: %(default)s)")
+    parser.add_argument(
+        "--inner-steps",
+        default=",".join(map(str, SCALING_STEPS)),
+        help="inner steps for --scaling, comma-separated (default: %(default)s)",
+    )
     # Intermixed: options and overrides in any order (`RUN --scaling sampler.inner_steps=10`).
     return parser.parse_intermixed_args(argv)
 
@@ -128,8 +150,11 @@ def print_scaling(rows: list[dict], splits: list[str], changed: list[str] = ()) 
     for col in ["inner steps", *(c for s in splits for c in (f"{s} MSE", f"{s} zero predictor")), "seconds"]:
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["inner_steps"]), *(f"{r[f'{s}/{m}']:.4g}" for s in splits for m in ("mse", "zero_mse")),
-                      f"{r['seconds']:.3g}")
+        table.add_row(
+            str(r["inner_steps"]),
+            *(f"{r[f'{s}/{m}']:.4g}" for s in splits for m in ("mse", "zero_mse")),
+            f"{r['seconds']:.3g}",
+        )
     Console().print(table)
 
 
@@ -149,16 +174,20 @@ def cli(argv: list[str]) -> None:
         # sampler.backtrack=0.5, goes beside it under its overrides' name.
         stem = f"scaling-{output_name(overrides)}" if overrides else "scaling"
         atomic_write_json(out_dir / f"{stem}.json", out | {"inner_steps": steps, "results": rows})
-        plot_scaling_run(rows, splits, f"{run.cfg.mining.name} · seed {run.cfg.seed} · step {run.step}",
-                         out_dir / f"{stem}.png")
+        plot_scaling_run(
+            rows, splits, f"{run.cfg.mining.name} · seed {run.cfg.seed} · step {run.step}", out_dir / f"{stem}.png"
+        )
         print_scaling(rows, splits, overrides)
         print(f"wrote {out_dir / f'{stem}.json'} and {out_dir / f'{stem}.png'}")
         return
     metrics = run_eval(run, splits)
     path = out_dir / f"{output_name(args.overrides)}.json"
     atomic_write_json(path, record(run, run_dir, args.overrides, splits) | {"metrics": metrics})
-    print_summary({"strategy": run.cfg.mining.name, "seed": run.cfg.seed, "step": run.step, **metrics}, run_dir,
-                  changed=args.overrides)
+    print_summary(
+        {"strategy": run.cfg.mining.name, "seed": run.cfg.seed, "step": run.step, **metrics},
+        run_dir,
+        changed=args.overrides,
+    )
     print(f"wrote {path}")
 
 

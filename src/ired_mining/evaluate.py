@@ -45,8 +45,9 @@ def residual(x: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(a @ y - eye) / n**0.5
 
 
-def predict(model, diffusion: Diffusion, x: torch.Tensor, inner_steps: int, generator: torch.Generator,
-            step_scale: float = 1.0) -> torch.Tensor:
+def predict(
+    model, diffusion: Diffusion, x: torch.Tensor, inner_steps: int, generator: torch.Generator, step_scale: float = 1.0
+) -> torch.Tensor:
     """The model's answers Ŷ to the problems x: the IRED sampler, or the regressor's forward pass."""
     if is_regressor(model):
         return model(x)
@@ -54,8 +55,15 @@ def predict(model, diffusion: Diffusion, x: torch.Tensor, inner_steps: int, gene
 
 
 @torch.no_grad()
-def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], inner_steps: int,
-             batch_size: int, seed: int, step_scale: float = 1.0) -> dict[str, float]:
+def evaluate(
+    model: EnergyMLP,
+    diffusion: Diffusion,
+    sets: dict[str, Problems],
+    inner_steps: int,
+    batch_size: int,
+    seed: int,
+    step_scale: float = 1.0,
+) -> dict[str, float]:
     """Sampler MSE, zero-predictor MSE, exact-solver MSE and residual on each set.
 
     The sampler's starting noise comes from a generator seeded with `seed`, so two evaluations of the
@@ -66,10 +74,12 @@ def evaluate(model: EnergyMLP, diffusion: Diffusion, sets: dict[str, Problems], 
     out = {}
     for name, problems in sets.items():
         problems = problems.to(device)
-        y_hat = torch.cat([
-            predict(model, diffusion, problems.x[i:i + batch_size], inner_steps, generator, step_scale)
-            for i in range(0, len(problems), batch_size)
-        ])
+        y_hat = torch.cat(
+            [
+                predict(model, diffusion, problems.x[i : i + batch_size], inner_steps, generator, step_scale)
+                for i in range(0, len(problems), batch_size)
+            ]
+        )
         n = model.n
         exact = torch.linalg.inv(rearrange(problems.x, "b (n m) -> b n m", n=n))
         out[f"{name}/mse"] = (y_hat - problems.y).square().mean().item()
@@ -103,6 +113,7 @@ def print_summary(summary: dict, run_dir: Path, changed: list[str] = ()) -> str:
 
 
 # ================================================================ a trained run, under any evaluation setting
+
 
 class EvalError(ValueError):
     """Input a trained run cannot be evaluated with; the message is one line for the user."""
@@ -140,8 +151,10 @@ def apply_overrides(cfg, overrides: list[str]):
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>" and not new_split:
             raise EvalError(not_a_key(cfg, key))
         if not key.startswith(EVAL_PREFIXES):
-            raise EvalError(f"{key} cannot change at evaluation (the trained run fixes it); ired-eval "
-                            f"accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}")
+            raise EvalError(
+                f"{key} cannot change at evaluation (the trained run fixes it); ired-eval "
+                f"accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}"
+            )
         try:
             value = OmegaConf.select(OmegaConf.from_dotlist([item]), key)
         except Exception as err:  # OmegaConf's grammar errors come in several types
@@ -164,8 +177,7 @@ def not_a_key(cfg: DictConfig, key: str) -> str:
     while parent and not isinstance(OmegaConf.select(cfg, parent, default=None), DictConfig):
         parent = parent.rpartition(".")[0]
     if parent.partition(".")[0] + "." not in EVAL_PREFIXES:
-        return (f"{key}: not a key of this run's config; ired-eval accepts eval.*, sampler.*, hardware.* "
-                f"and {SPLIT_KEY}")
+        return f"{key}: not a key of this run's config; ired-eval accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}"
     return f"{key}: not a key of {parent}; its keys: {', '.join(str(k) for k in OmegaConf.select(cfg, parent))}"
 
 
@@ -213,5 +225,6 @@ def run_eval(run: LoadedRun, splits: list[str] | None = None) -> dict[str, float
     sets = eval_sets(c.dataset.n, c.eval.size, c.eval.seed, dict(c.eval.splits))
     if splits:
         sets = {name: sets[name] for name in splits}
-    return evaluate(run.model, run.diffusion, sets, c.sampler.inner_steps, c.eval.batch_size, c.eval.seed,
-                    c.sampler.step_scale)
+    return evaluate(
+        run.model, run.diffusion, sets, c.sampler.inner_steps, c.eval.batch_size, c.eval.seed, c.sampler.step_scale
+    )

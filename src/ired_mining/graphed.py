@@ -57,6 +57,7 @@ def next_visit(step: int, cfg: DictConfig) -> int:
 
 # ================================================================ the step over static buffers
 
+
 @dataclass(frozen=True)
 class StepParts:
     """What the graphed step reads and updates in place: a run's model, its EMA (AveragedModel),
@@ -80,7 +81,7 @@ class StaticStep:
     def __init__(self, parts: StepParts, train_step, data_in_graph: bool, start: int):
         c, device = parts.cfg, parts.device
         self.parts, self.train_step, self.data_in_graph = parts, train_step, data_in_graph
-        self.x = torch.zeros(c.train.batch_size, c.dataset.n ** 2, device=device)
+        self.x = torch.zeros(c.train.batch_size, c.dataset.n**2, device=device)
         self.y = torch.zeros_like(self.x)
         self.step_t = torch.tensor(start, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -144,6 +145,7 @@ class StaticStep:
 
 # ================================================================ recording and replaying on CUDA
 
+
 def make_capturable(optimizer: torch.optim.Optimizer, on: bool = True) -> None:
     """Adam with capturable=True keeps its step count on the device, so a replay advances it.
     The flag matters only while Python runs Adam (warm-up and recording); turned off after recording,
@@ -162,7 +164,9 @@ class CudaGraphs:
 
     def __init__(self, static: StaticStep):
         if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
-            raise RuntimeError(f"hardware.cuda_graph needs torch ≥ 2.4 (graph-safe generators); this is {torch.__version__}")
+            raise RuntimeError(
+                f"hardware.cuda_graph needs torch ≥ 2.4 (graph-safe generators); this is {torch.__version__}"
+            )
         self.static = static
         self.device = static.parts.device
         self.side = torch.cuda.Stream(self.device)
@@ -206,6 +210,7 @@ class CudaGraphs:
 
 # ================================================================ what the loop calls
 
+
 class StepRunner:
     """The loop's steps between two visits (hardware.cuda_graph): graphed on CUDA, eager elsewhere."""
 
@@ -235,6 +240,7 @@ class StepRunner:
 
 
 # ================================================================ can this GPU record the data route?
+
 
 def probe_data_route(n: int = 20, batch: int = 64) -> None:
     """Record spd_batch's capture-safe route as a CUDA graph and check that each replay draws the

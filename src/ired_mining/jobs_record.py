@@ -31,28 +31,36 @@ NAME_LIMIT = 100  # characters of a job's name before it is cut and ended by a h
 
 @dataclass(frozen=True)
 class RecordedJob:
-    num: int                    # Hydra's job number
+    num: int  # Hydra's job number
     overrides: tuple[str, ...]  # the job's overrides as Hydra spells them
-    subdir: str                 # its run directory, relative to the sweep dir
+    subdir: str  # its run directory, relative to the sweep dir
 
 
 @dataclass(frozen=True)
 class JobsRecord:
-    task_overrides: list[str]   # the shell's overrides of the launch (multirun.yaml: hydra.overrides.task)
-    params: dict[str, str]      # hydra.sweeper.params of the launch
+    task_overrides: list[str]  # the shell's overrides of the launch (multirun.yaml: hydra.overrides.task)
+    params: dict[str, str]  # hydra.sweeper.params of the launch
     jobs: list[RecordedJob]
 
 
-def write_record(sweep_dir: Path, jobs: list[list[str]], subdirs: list[str], task_overrides: list[str],
-                 params: dict) -> None:
+def write_record(
+    sweep_dir: Path, jobs: list[list[str]], subdirs: list[str], task_overrides: list[str], params: dict
+) -> None:
     from ired_mining.checkpoint import atomic_write_json
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(sweep_dir / RECORD, {
-        "version": VERSION, "task_overrides": [str(o) for o in task_overrides],
-        "params": {str(k): str(v) for k, v in params.items()},
-        "jobs": [{"num": num, "overrides": list(overrides), "subdir": subdir}
-                 for num, (overrides, subdir) in enumerate(zip(jobs, subdirs))]})
+    atomic_write_json(
+        sweep_dir / RECORD,
+        {
+            "version": VERSION,
+            "task_overrides": [str(o) for o in task_overrides],
+            "params": {str(k): str(v) for k, v in params.items()},
+            "jobs": [
+                {"num": num, "overrides": list(overrides), "subdir": subdir}
+                for num, (overrides, subdir) in enumerate(zip(jobs, subdirs))
+            ],
+        },
+    )
 
 
 def read_record(sweep_dir: Path) -> JobsRecord | None:
@@ -65,10 +73,12 @@ def read_record(sweep_dir: Path) -> JobsRecord | None:
         raw = json.loads(path.read_text())
         if raw.get("version") != VERSION:
             raise ValueError(f"version {raw.get('version')!r}, this ired-mining reads version {VERSION}")
-        jobs = [RecordedJob(int(j["num"]), tuple(str(o) for o in j["overrides"]), str(j["subdir"]))
-                for j in raw["jobs"]]
-        return JobsRecord([str(o) for o in raw["task_overrides"]], {str(k): str(v) for k, v in raw["params"].items()},
-                          jobs)
+        jobs = [
+            RecordedJob(int(j["num"]), tuple(str(o) for o in j["overrides"]), str(j["subdir"])) for j in raw["jobs"]
+        ]
+        return JobsRecord(
+            [str(o) for o in raw["task_overrides"]], {str(k): str(v) for k, v in raw["params"].items()}, jobs
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} cannot be read: {err}") from err
 
@@ -76,8 +86,9 @@ def read_record(sweep_dir: Path) -> JobsRecord | None:
 def matches(record: JobsRecord, task_overrides: list, params: dict) -> bool:
     """Whether the record was written by the launch that multirun.yaml describes (a later launch into
     the same dir with another sweeper would rewrite multirun.yaml alone)."""
-    return (record.task_overrides == [str(o) for o in task_overrides]
-            and record.params == {str(k): str(v) for k, v in params.items()})
+    return record.task_overrides == [str(o) for o in task_overrides] and record.params == {
+        str(k): str(v) for k, v in params.items()
+    }
 
 
 # ================================================================ the jobs' directory names
@@ -108,7 +119,7 @@ def short_name(text: str, limit: int = NAME_LIMIT) -> str:
     name = re.sub(r"[^A-Za-z0-9_.,=+\-\[\]]", "_", text)
     if len(name) <= limit:
         return name
-    return name[:limit - 13] + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return name[: limit - 13] + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def unmakeable(path: Path) -> str | None:

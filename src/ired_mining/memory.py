@@ -44,8 +44,9 @@ class BatchTooLarge(RuntimeError):
 
 # ---------------------------------------------------------------- what a run needs
 
+
 def train_step_bytes(cfg: DictConfig) -> float:
-    d, hidden = cfg.dataset.n ** 2, cfg.model.hidden
+    d, hidden = cfg.dataset.n**2, cfg.model.hidden
     plain = STRATEGIES[cfg.mining.name] is NoNegatives
     per_hidden, per_entry = TRAIN_FLOATS["without negatives" if plain else "with negatives"]
     return 4.0 * cfg.train.batch_size * (per_hidden * hidden + per_entry * d)
@@ -53,13 +54,14 @@ def train_step_bytes(cfg: DictConfig) -> float:
 
 def evaluation_bytes(cfg: DictConfig) -> float:
     """An evaluation: the sampler at min(eval.batch_size, eval.size) matrices and the sets themselves."""
-    d, hidden = cfg.dataset.n ** 2, cfg.model.hidden
+    d, hidden = cfg.dataset.n**2, cfg.model.hidden
     batch = min(cfg.eval.batch_size, cfg.eval.size)
     sets = cfg.eval.size * d * (EVAL_SET_FLOATS_PER_SPLIT * len(cfg.eval.splits) + EVAL_SET_FLOATS_ONCE)
     return 4.0 * (batch * (SAMPLE_FLOATS[0] * hidden + SAMPLE_FLOATS[1] * d) + sets)
 
 
 # ---------------------------------------------------------------- what the device has
+
 
 def available_bytes(device: torch.device) -> float:
     """Free memory now: the GPU's free memory, or on the CPU MemAvailable, capped by the
@@ -92,10 +94,12 @@ def _cgroup_headroom() -> float:
 
 # ---------------------------------------------------------------- the two guards
 
+
 def too_large(key: str, value: int, needs: float, device: torch.device, available: float) -> BatchTooLarge:
     return BatchTooLarge(
         f"{key}={value} does not fit: a {'step' if key.startswith('train.') else 'evaluation'} needs "
-        f"~{_gb(needs)} GB, the {device.type} has {_gb(available)} GB available; lower {key}")
+        f"~{_gb(needs)} GB, the {device.type} has {_gb(available)} GB available; lower {key}"
+    )
 
 
 def _gb(n_bytes: float) -> str:

@@ -120,9 +120,15 @@ class EnergyMLP(nn.Module):
         dtype = self.compute_dtype or self.fc1.weight.dtype
         cast = lambda v: v.to(dtype)  # noqa: E731
         w1x, w1y = self.fc1.weight.split(self.n * self.n, dim=1)
-        return BoundEnergy(self, F.linear(cast(x), cast(w1x), cast(self.fc1.bias)), cast(w1y), tuple(map(cast, maps)),
-                           tuple(cast(fc.weight) for fc, _ in self.film_layers), cast(self.fc4.weight),
-                           cast(self.fc4.bias))
+        return BoundEnergy(
+            self,
+            F.linear(cast(x), cast(w1x), cast(self.fc1.bias)),
+            cast(w1y),
+            tuple(map(cast, maps)),
+            tuple(cast(fc.weight) for fc, _ in self.film_layers),
+            cast(self.fc4.weight),
+            cast(self.fc4.bias),
+        )
 
     def energy(self, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Energy per sample, (batch,), given the conditioning rows of each sample's level."""
@@ -153,9 +159,11 @@ class _Film(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         z, scale = ctx.saved_tensors
         need_z, need_scale, need_shift = ctx.needs_input_grad
-        return (g * scale if need_z else None,
-                (g * z).sum_to_size(scale.shape) if need_scale else None,
-                g.sum_to_size(ctx.shift_shape) if need_shift else None)
+        return (
+            g * scale if need_z else None,
+            (g * z).sum_to_size(scale.shape) if need_scale else None,
+            g.sum_to_size(ctx.shift_shape) if need_shift else None,
+        )
 
 
 class _SiluGrad(torch.autograd.Function):
@@ -208,8 +216,15 @@ class BoundEnergy:
     def detached(self) -> BoundEnergy:
         """The same function with every tensor it holds cut from the graph that made it (mining
         reuses training's): evaluated without gradients, it builds no graph at all."""
-        return BoundEnergy(self.model, self.x_proj.detach(), self.w1y.detach(), tuple(v.detach() for v in self.maps),
-                           tuple(w.detach() for w in self.weights), self.w4.detach(), self.b4.detach())
+        return BoundEnergy(
+            self.model,
+            self.x_proj.detach(),
+            self.w1y.detach(),
+            tuple(v.detach() for v in self.maps),
+            tuple(w.detach() for w in self.weights),
+            self.w4.detach(),
+            self.b4.detach(),
+        )
 
     def _forward(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """W4 h + b4 and the pre-activations the y-gradient needs, in the compute dtype."""

@@ -60,8 +60,9 @@ def hand_over(step: int) -> None:
     while _pending:
         signum = next(iter(_pending))
         previous = _pending.pop(signum)
-        log.warning(f"{signal.Signals(signum).name}: checkpoint written at step {step}; handing over to the job's "
-                    f"own handler")
+        log.warning(
+            f"{signal.Signals(signum).name}: checkpoint written at step {step}; handing over to the job's own handler"
+        )
         if callable(previous):
             previous(signum, None)
         elif previous == signal.SIG_DFL:

@@ -51,9 +51,9 @@ FINISHED, FAILED, INCOMPLETE = "finished", "failed", "incomplete"
 class FinalState:
     """How a run ended, as its directory tells it."""
 
-    status: str                                    # finished | failed | incomplete
-    error: str = ""                                # one line; "" for a finished run
-    summary: dict = field(default_factory=dict)    # metrics.json as written (empty if none or unreadable)
+    status: str  # finished | failed | incomplete
+    error: str = ""  # one line; "" for a finished run
+    summary: dict = field(default_factory=dict)  # metrics.json as written (empty if none or unreadable)
 
     @property
     def finished(self) -> bool:
@@ -150,7 +150,7 @@ class RunDir:
             try:
                 _write_all(fd, line[: len(line) // 2])
                 failpoints.hit("metrics-line")
-                _write_all(fd, line[len(line) // 2:])
+                _write_all(fd, line[len(line) // 2 :])
                 os.fsync(fd)
             except OSError as err:
                 with contextlib.suppress(OSError):
@@ -194,15 +194,17 @@ class RunDir:
                 return FinalState(FAILED, f"{self.final} holds no readable final state")
             if summary.get("status") == FINISHED:
                 return FinalState(FINISHED, "", summary)
-            return FinalState(FAILED, str(summary.get("error") or f"{self.final} holds no readable final state"),
-                              summary)
+            return FinalState(
+                FAILED, str(summary.get("error") or f"{self.final} holds no readable final state"), summary
+            )
         if self.started():
             from ired_mining.checkpoint import list_checkpoints
 
             kept = list_checkpoints(self.checkpoints)
             where = f"last checkpoint {kept[-1].name}" if kept else "no checkpoint"
-            return FinalState(INCOMPLETE, f"no final state ({where}): killed, timed out, or still running; "
-                                          f"see {self.train_log}")
+            return FinalState(
+                INCOMPLETE, f"no final state ({where}): killed, timed out, or still running; see {self.train_log}"
+            )
         return None
 
 
@@ -266,6 +268,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # ================================================================ what ran the job
 
+
 def cpu_model() -> str:
     """The CPU's model name (Linux), else the architecture."""
     try:
@@ -285,7 +288,7 @@ class Environment:
     torch: str
     hydra: str
     device: str
-    device_name: str    # the GPU's name, or the CPU's model
+    device_name: str  # the GPU's name, or the CPU's model
     threads: int
     host: str
 
@@ -295,8 +298,15 @@ class Environment:
 
         device = torch.device(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-        return cls(python=platform.python_version(), torch=torch.__version__, hydra=installed_version("hydra-core"),
-                   device=str(device), device_name=name, threads=torch.get_num_threads(), host=platform.node())
+        return cls(
+            python=platform.python_version(),
+            torch=torch.__version__,
+            hydra=installed_version("hydra-core"),
+            device=str(device),
+            device_name=name,
+            threads=torch.get_num_threads(),
+            host=platform.node(),
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -308,4 +318,3 @@ def installed_version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
-

@@ -56,10 +56,13 @@ def acquire(run_dir: Path) -> None:
     except OSError as err:
         os.close(fd)  # this process held no lock on the file, so closing releases nothing
         if err.errno in (errno.EACCES, errno.EAGAIN):
-            raise RunLocked(f"{run_dir} is in use by another ired-train ({holder(path)}); wait for it to end, "
-                            f"or use another run directory (hydra.run.dir=...)") from None
-        raise RunLocked(f"cannot lock {path}: {err.strerror} (the filesystem refuses POSIX locks; on Lustre "
-                        f"mount it with -o flock)") from None
+            raise RunLocked(
+                f"{run_dir} is in use by another ired-train ({holder(path)}); wait for it to end, "
+                f"or use another run directory (hydra.run.dir=...)"
+            ) from None
+        raise RunLocked(
+            f"cannot lock {path}: {err.strerror} (the filesystem refuses POSIX locks; on Lustre mount it with -o flock)"
+        ) from None
     _held[key] = fd
     record = {"pid": os.getpid(), "host": platform.node(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:

@@ -106,12 +106,16 @@ def strategy_schema(name: str, strategy: type) -> type:
     if dataclasses.is_dataclass(strategy):
         types = typing.get_type_hints(strategy)  # mining.py's annotations are strings (PEP 563)
         for f in dataclasses.fields(strategy):
-            default = (field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
-                       else field(default=MISSING if f.default is dataclasses.MISSING else f.default))
+            default = (
+                field(default_factory=f.default_factory)
+                if f.default_factory is not dataclasses.MISSING
+                else field(default=MISSING if f.default is dataclasses.MISSING else f.default)
+            )
             options.append((f.name, types[f.name], default))
-    return dataclasses.make_dataclass(f"{strategy.__name__}Config",
-                                      [(name_key, str, field(default=name)), (weight_key, float, field(default=MISSING)),
-                                       *options])
+    return dataclasses.make_dataclass(
+        f"{strategy.__name__}Config",
+        [(name_key, str, field(default=name)), (weight_key, float, field(default=MISSING)), *options],
+    )
 
 
 MINING_SCHEMAS: dict[str, type] = {name: strategy_schema(name, cls) for name, cls in STRATEGIES.items()}
@@ -181,7 +185,7 @@ class Config:
     model: ModelConfig = MISSING
     diffusion: DiffusionConfig = MISSING
     dataset: DatasetConfig = MISSING
-    mining: Any = MISSING            # one schema per strategy (MINING_SCHEMAS)
+    mining: Any = MISSING  # one schema per strategy (MINING_SCHEMAS)
     optim: OptimConfig = MISSING
     hardware: HardwareConfig = MISSING
     # A group whose options bring their own schema (the trackers of issue 15); None = no group.
@@ -215,20 +219,29 @@ def register() -> None:
     `<group>_schema` (`mining_<strategy>_schema` for mining): a group would be listed by --help
     beside the real ones."""
     cs = ConfigStore.instance()
-    for name, node in [("config", Config), ("model", ModelConfig), ("diffusion", DiffusionConfig),
-                       ("dataset", DatasetConfig), ("optim", OptimConfig), ("hardware", HardwareConfig),
-                       ("hardware_slurm", SlurmHardwareConfig)]:
+    for name, node in [
+        ("config", Config),
+        ("model", ModelConfig),
+        ("diffusion", DiffusionConfig),
+        ("dataset", DatasetConfig),
+        ("optim", OptimConfig),
+        ("hardware", HardwareConfig),
+        ("hardware_slurm", SlurmHardwareConfig),
+    ]:
         cs.store(name=f"{name}_schema", node=node)
     for name, node in MINING_SCHEMAS.items():
         cs.store(name=f"mining_{name}_schema", node=node)
-    cs.store(name="job_dirname", node={"hydra": {"job": {"config": {"override_dirname": {
-        "exclude_keys": dirname_exclude_keys()}}}}})
+    cs.store(
+        name="job_dirname",
+        node={"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": dirname_exclude_keys()}}}}},
+    )
 
 
 register()
 
 
 # ================================================================ runs read back
+
 
 def typed(cfg: DictConfig) -> DictConfig:
     """A config read back from a run (its checkpoint or .hydra/config.yaml, plain yaml) with the

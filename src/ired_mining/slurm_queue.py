@@ -35,9 +35,9 @@ REQUEUED = {"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 @dataclass(frozen=True)
 class Launch:
-    array_id: str               # SLURM's id of the job array
-    nums: tuple[int, ...]       # Hydra's job numbers, in array task order
-    follow_up_id: str | None    # the job that writes the table and the report (detached), or None
+    array_id: str  # SLURM's id of the job array
+    nums: tuple[int, ...]  # Hydra's job numbers, in array task order
+    follow_up_id: str | None  # the job that writes the table and the report (detached), or None
 
     def slurm_id(self, num: int) -> str:
         return f"{self.array_id}_{self.nums.index(num)}"
@@ -50,10 +50,10 @@ class Launch:
 class Queued:
     """One job as squeue lists it."""
 
-    slurm_id: str               # ARRAYID_TASK for an array task, the job id otherwise
-    state: str                  # squeue's state, e.g. PENDING
-    restarts: int               # times SLURM requeued it (time limit, pre-emption, scontrol requeue)
-    reason: str                 # why it is pending, e.g. Dependency, BeginTime; "None" otherwise
+    slurm_id: str  # ARRAYID_TASK for an array task, the job id otherwise
+    state: str  # squeue's state, e.g. PENDING
+    restarts: int  # times SLURM requeued it (time limit, pre-emption, scontrol requeue)
+    reason: str  # why it is pending, e.g. Dependency, BeginTime; "None" otherwise
 
     @property
     def sweep_state(self) -> str | None:
@@ -75,6 +75,7 @@ def detached(config) -> bool:
 
 # ================================================================ the record
 
+
 def read_launches(sweep_dir: str | Path) -> list[Launch]:
     """Every launch recorded in `sweep_dir`, oldest first ([] if none). ValueError, one line, if the
     record cannot be read."""
@@ -85,8 +86,14 @@ def read_launches(sweep_dir: str | Path) -> list[Launch]:
         raw = json.loads(path.read_text())
         if raw.get("version") != VERSION:
             raise ValueError(f"version {raw.get('version')!r}, this ired-mining reads version {VERSION}")
-        return [Launch(str(x["array_id"]), tuple(int(n) for n in x["nums"]),
-                       None if x.get("follow_up_id") is None else str(x["follow_up_id"])) for x in raw["launches"]]
+        return [
+            Launch(
+                str(x["array_id"]),
+                tuple(int(n) for n in x["nums"]),
+                None if x.get("follow_up_id") is None else str(x["follow_up_id"]),
+            )
+            for x in raw["launches"]
+        ]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} cannot be read: {err}") from err
 
@@ -95,8 +102,15 @@ def record_launch(sweep_dir: str | Path, launch: Launch) -> None:
     from ired_mining.checkpoint import atomic_write_json
 
     launches = read_launches(sweep_dir) + [launch]
-    atomic_write_json(Path(sweep_dir) / RECORD, {"version": VERSION, "launches": [
-        {"array_id": x.array_id, "nums": list(x.nums), "follow_up_id": x.follow_up_id} for x in launches]})
+    atomic_write_json(
+        Path(sweep_dir) / RECORD,
+        {
+            "version": VERSION,
+            "launches": [
+                {"array_id": x.array_id, "nums": list(x.nums), "follow_up_id": x.follow_up_id} for x in launches
+            ],
+        },
+    )
 
 
 def slurm_ids(sweep_dir: str | Path) -> dict[int, str]:
@@ -105,6 +119,7 @@ def slurm_ids(sweep_dir: str | Path) -> dict[int, str]:
 
 
 # ================================================================ the queue
+
 
 def queue(job_ids: list[str]) -> dict[str, Queued] | None:
     """What squeue lists of these jobs (an array's id stands for all its tasks), by SLURM id; None

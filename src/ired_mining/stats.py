@@ -56,6 +56,7 @@ UNDEFINED = Interval(math.nan, math.nan, math.nan, "undefined")
 
 # ---------------------------------------------------------------- the t distribution
 
+
 def t_cdf(t: float, df: float) -> float:
     """P(T ≤ t) for Student's t with `df` degrees of freedom (df may be fractional)."""
     with mpmath.workdps(30):  # headroom so the float64 result is correctly rounded
@@ -85,6 +86,7 @@ def t_quantile(p: float, df: float) -> float:
 
 
 # ---------------------------------------------------------------- relative change vs the baseline
+
 
 def _clean(values) -> np.ndarray:
     return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
@@ -142,8 +144,9 @@ def bonferroni_level(m: int, level: float = 0.95) -> float:
     return 1 - (1 - level) / max(m, 1)
 
 
-def bootstrap_relative_change(treatment, baseline, level: float = 0.95, resamples: int = 10_000,
-                              seed: int = 0) -> Interval:
+def bootstrap_relative_change(
+    treatment, baseline, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> Interval:
     """mean(treatment) / mean(baseline) − 1 with a percentile bootstrap interval, each group
     resampled over its own seeds with replacement. Seeded, so a report is reproducible."""
     a, b = _clean(treatment), _clean(baseline)

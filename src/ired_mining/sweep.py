@@ -48,12 +48,13 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    num: int                    # Hydra's job number (also the task index of a submitit job array)
+    num: int  # Hydra's job number (also the task index of a submitit job array)
     overrides: tuple[str, ...]  # the job's task overrides, e.g. ("mining=none", "seed=0")
-    dir: Path                   # its run directory
+    dir: Path  # its run directory
 
 
 # ================================================================ the sweep's jobs
+
 
 def expected_jobs(sweep_dir: str | Path) -> list[Job]:
     """Every job the sweep in `sweep_dir` defines, in Hydra's job order."""
@@ -64,8 +65,9 @@ def expected_jobs(sweep_dir: str | Path) -> list[Job]:
     if not path.is_file():
         raise SweepError(f"{sweep_dir} is not a sweep directory: it holds no multirun.yaml")
     cfg = OmegaConf.load(path)
-    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}),
-                                    resolve=False)
+    params = OmegaConf.to_container(
+        OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}), resolve=False
+    )
     task = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)
     try:
         record = read_record(sweep_dir)
@@ -98,13 +100,16 @@ def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]
     try:
         batches = BasicSweeper.split_arguments(parser.parse_overrides(args), max_batch_size=None)
         # ired-train's sweeper names jobs itself where the subdir is config.yaml's default.
-        own_names = ("ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
-                     and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR)
+        own_names = (
+            "ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+            and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR
+        )
         names = job_names(batches[0], list(naming.exclude_keys)) if own_names else None
         jobs = []
         for num, overrides in enumerate(batches[0]):
-            dirname = get_overrides_dirname(parser.parse_overrides(overrides), list(naming.exclude_keys),
-                                            naming.item_sep, naming.kv_sep)
+            dirname = get_overrides_dirname(
+                parser.parse_overrides(overrides), list(naming.exclude_keys), naming.item_sep, naming.kv_sep
+            )
             subdir = names[num] if names else _subdir(cfg, dirname, num)
             jobs.append(Job(num, tuple(overrides), sweep_dir / subdir))
     except HydraException as err:
@@ -123,11 +128,13 @@ def _subdir(cfg, override_dirname: str, num: int) -> str:
     try:
         return str(job_cfg.hydra.sweep.subdir)
     except Exception as err:  # e.g. a resolver that only exists inside a running Hydra app
-        raise SweepError(f"cannot tell the job directories: hydra.sweep.subdir={raw} does not resolve "
-                         f"outside the sweep ({err})") from err
+        raise SweepError(
+            f"cannot tell the job directories: hydra.sweep.subdir={raw} does not resolve outside the sweep ({err})"
+        ) from err
 
 
 # ================================================================ their states
+
 
 def job_state(job: Job) -> dict:
     """One job's state as a plain dict (JSON-ready): num, name, overrides, dir, job_id, state,
@@ -138,9 +145,16 @@ def job_state(job: Job) -> dict:
     """
     final = RunDir(job.dir).final_state()
     state, error, metrics = (final.status, final.error, final.summary) if final else (MISSING, "", {})
-    return {"num": job.num, "name": " ".join(job.overrides), "overrides": list(job.overrides),
-            "dir": str(job.dir), "job_id": launcher_job_id(job.dir), "state": state, "error": error,
-            "metrics": metrics}
+    return {
+        "num": job.num,
+        "name": " ".join(job.overrides),
+        "overrides": list(job.overrides),
+        "dir": str(job.dir),
+        "job_id": launcher_job_id(job.dir),
+        "state": state,
+        "error": error,
+        "metrics": metrics,
+    }
 
 
 def launcher_job_id(job_dir: Path) -> str:
@@ -172,12 +186,25 @@ def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], l
         q = listed.get(ids.get(s["num"], ""))
         if q is not None and q.sweep_state is not None:
             evaluated = [r["step"] for r in RunDir(s["dir"]).read_metrics()]  # how far it got so far
-            s = {**s, "state": q.sweep_state, "error": "", "metrics": {},
-                 "slurm": {"id": q.slurm_id, "state": q.state, "restarts": q.restarts, "reason": q.reason,
-                           "evaluated_step": evaluated[-1] if evaluated else None}}
+            s = {
+                **s,
+                "state": q.sweep_state,
+                "error": "",
+                "metrics": {},
+                "slurm": {
+                    "id": q.slurm_id,
+                    "state": q.state,
+                    "restarts": q.restarts,
+                    "reason": q.reason,
+                    "evaluated_step": evaluated[-1] if evaluated else None,
+                },
+            }
         out.append(s)
-    follow_ups = [listed[launch.follow_up_id] for launch in launches
-                  if launch.follow_up_id in listed and listed[launch.follow_up_id].sweep_state is not None]
+    follow_ups = [
+        listed[launch.follow_up_id]
+        for launch in launches
+        if launch.follow_up_id in listed and listed[launch.follow_up_id].sweep_state is not None
+    ]
     return out, follow_ups
 
 
@@ -186,6 +213,7 @@ def unfinished(states: list[dict]) -> list[dict]:
 
 
 # ================================================================ the table
+
 
 def varying_overrides(states: list[dict]) -> list[str]:
     """Each job's overrides less those every job shares: what tells the jobs apart."""
@@ -197,9 +225,12 @@ def _result(state: dict) -> str:
     m = state["metrics"]
     if "slurm" in state:
         q = state["slurm"]
-        return (f"SLURM {q['id']} {q['state'].lower()}" + (f", requeued {q['restarts']}×" if q["restarts"] else "")
-                + (f" ({q['reason']})" if q["reason"] not in ("", "None") else "")
-                + (f", evaluated at step {q['evaluated_step']}" if q["evaluated_step"] is not None else ""))
+        return (
+            f"SLURM {q['id']} {q['state'].lower()}"
+            + (f", requeued {q['restarts']}×" if q["restarts"] else "")
+            + (f" ({q['reason']})" if q["reason"] not in ("", "None") else "")
+            + (f", evaluated at step {q['evaluated_step']}" if q["evaluated_step"] is not None else "")
+        )
     if state["state"] == FINISHED and "in_dist/mse" in m:
         return f"{m.get('step', '?')} steps, in_dist MSE {m['in_dist/mse']:.4g}"
     return state["error"]
@@ -216,8 +247,15 @@ def print_table(states: list[dict], sweep_dir: str | Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    colour = {FINISHED: "green", FAILED: "red", INCOMPLETE: "yellow", MISSING: "red", "running": "blue",
-              "pending": "cyan", "requeued": "magenta"}
+    colour = {
+        FINISHED: "green",
+        FAILED: "red",
+        INCOMPLETE: "yellow",
+        MISSING: "red",
+        "running": "blue",
+        "pending": "cyan",
+        "requeued": "magenta",
+    }
     table = Table(title=f"jobs of {sweep_dir}: {counts(states)}")
     for col in ("#", "job", "state", "result / error"):
         table.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
@@ -227,8 +265,14 @@ def print_table(states: list[dict], sweep_dir: str | Path) -> None:
 
 
 def markdown_table(states: list[dict], sweep_dir: str | Path) -> str:
-    lines = [f"# Jobs of {sweep_dir}", "", counts(states), "", "| # | job | state | result / error | directory |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# Jobs of {sweep_dir}",
+        "",
+        counts(states),
+        "",
+        "| # | job | state | result / error | directory |",
+        "|---|---|---|---|---|",
+    ]
     for s, name in zip(states, varying_overrides(states)):
         cells = [str(s["num"]), name, s["state"], _result(s), Path(s["dir"]).name or "."]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -260,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_table(states, args[0])
     for q in follow_ups or []:
-        print(f"the table and the report: SLURM job {q.slurm_id}, {q.state.lower()}"
-              + (f" ({q.reason})" if q.reason not in ("", "None") else ""))
+        print(
+            f"the table and the report: SLURM job {q.slurm_id}, {q.state.lower()}"
+            + (f" ({q.reason})" if q.reason not in ("", "None") else "")
+        )
     if not follow_ups and not any(s["state"] in QUEUE_STATES for s in states):
         write_tables(states, args[0])
     return 1 if unfinished(states) else 0

@@ -39,14 +39,19 @@ def require(name: str, module: str, package: str):
         return importlib.import_module(module)
     except ImportError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TrackerUnavailable(f"logger={name} needs the {package} package, which cannot be imported "
-                                 f"({reason}); install the trackers with: {INSTALL}") from None
+        raise TrackerUnavailable(
+            f"logger={name} needs the {package} package, which cannot be imported "
+            f"({reason}); install the trackers with: {INSTALL}"
+        ) from None
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
     """The composed config as `a.b.c` → value, values the HParams plugin takes (lists as text)."""
-    return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-            for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if v is not None}
+    return {
+        k: v if isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        if v is not None
+    }
 
 
 def hydra_names() -> tuple[str | None, str | None]:
@@ -69,6 +74,7 @@ def hydra_names() -> tuple[str | None, str | None]:
 
 # ================================================================ the trackers
 
+
 class TensorBoardTracker:
     """`tensorboard`: event files in the run directory itself, so that `tensorboard --logdir SWEEP_DIR`
     names each job by its directory (its overrides). Flushed at every log step: the newest point is
@@ -83,9 +89,14 @@ class TensorBoardTracker:
         # purge_step: readers drop the events a killed attempt wrote after the resumed checkpoint.
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step + 1)
         # Custom Scalars tab: each split's MSE in one chart with the zero predictor's.
-        self.writer.add_custom_scalars({"evaluation": {
-            f"{split}: MSE and the zero predictor's": ["Multiline", [f"{split}/mse", f"{split}/zero_mse"]]
-            for split in cfg.eval.splits}})
+        self.writer.add_custom_scalars(
+            {
+                "evaluation": {
+                    f"{split}: MSE and the zero predictor's": ["Multiline", [f"{split}/mse", f"{split}/zero_mse"]]
+                    for split in cfg.eval.splits
+                }
+            }
+        )
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
@@ -115,9 +126,18 @@ class WandbTracker:
 
     module, package = "wandb", "wandb"
 
-    def __init__(self, run_dir: Path, start_step: int, cfg: DictConfig, mode: str = "offline",
-                 project: str = "ired-mining", entity: str | None = None, group: str | None = None,
-                 name: str | None = None, tags: list | tuple = ()):
+    def __init__(
+        self,
+        run_dir: Path,
+        start_step: int,
+        cfg: DictConfig,
+        mode: str = "offline",
+        project: str = "ired-mining",
+        entity: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        tags: list | tuple = (),
+    ):
         import wandb
 
         self.dir = Path(run_dir) / "wandb"
@@ -133,10 +153,18 @@ class WandbTracker:
         sweep, job = hydra_names()
         try:
             self.run = wandb.init(
-                id=run_id, resume="allow", dir=str(run_dir), mode=mode, project=project, entity=entity,
-                group=group or sweep, name=name or job, tags=list(tags),
+                id=run_id,
+                resume="allow",
+                dir=str(run_dir),
+                mode=mode,
+                project=project,
+                entity=entity,
+                group=group or sweep,
+                name=name or job,
+                tags=list(tags),
                 config=OmegaConf.to_container(cfg, resolve=True),
-                settings=wandb.Settings(console="off", silent=True))  # train.log already has the console
+                settings=wandb.Settings(console="off", silent=True),
+            )  # train.log already has the console
         except wandb.errors.Error as err:  # e.g. mode=online without `wandb login`
             raise TrackerUnavailable(f"logger=wandb could not start its run: {str(err).splitlines()[0]}") from None
         for row in rows:
@@ -177,10 +205,10 @@ def wandb_steps_held(wandb_dir: Path, run_id: str) -> dict[str, int]:
             if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
                 pos += block - pos % block
                 continue
-            length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+            length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
             if kind == 0 or pos + 7 + length > len(data):
                 break
-            parts, pos = parts + data[pos + 7:pos + 7 + length], pos + 7 + length
+            parts, pos = parts + data[pos + 7 : pos + 7 + length], pos + 7 + length
             if kind not in (1, 4):
                 continue
             try:
@@ -200,6 +228,7 @@ TRACKERS = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}
 
 # ================================================================ what training calls
 
+
 def training_tag(key: str) -> str:
     """Tags group by their prefix: the loss parts and negatives' statistics keep theirs; the rest go under train/."""
     return key if "/" in key else f"train/{key}"
@@ -213,8 +242,9 @@ class Trackers:
     over training time, evaluation excluded.
     """
 
-    def __init__(self, trackers=(), cfg: DictConfig | None = None, step: int = 0, running=None,
-                 train_seconds: float = 0.0):
+    def __init__(
+        self, trackers=(), cfg: DictConfig | None = None, step: int = 0, running=None, train_seconds: float = 0.0
+    ):
         self.trackers, self.cfg = list(trackers), cfg
         self.splits = list(cfg.eval.splits) if cfg is not None else []
         self.step, self.seconds = step, train_seconds

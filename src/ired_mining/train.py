@@ -32,11 +32,19 @@ from ired_mining import failpoints, interrupt, preemption, runlock
 from ired_mining import graphed as graphed_steps
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.callbacks import last_unfinished
-from ired_mining.checkpoint import (CheckpointError, WriteFailed, fingerprint, latest_checkpoint, list_checkpoints,
-                                    remove_stale_temporaries, restore_rng_state, rng_state, save_checkpoint)
+from ired_mining.checkpoint import (
+    CheckpointError,
+    WriteFailed,
+    fingerprint,
+    latest_checkpoint,
+    list_checkpoints,
+    remove_stale_temporaries,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from ired_mining.compose import check_command_line, planned_run_dir
 from ired_mining.config import ConfigError, validate
-from ired_mining.schema import options_of
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
@@ -45,6 +53,7 @@ from ired_mining.mining import MiningBatch, build_strategy, energy_loss
 from ired_mining.model import BoundEnergy, build_model, is_regressor, precision_of
 from ired_mining.rundir import FAILED, FINISHED, LATER_KEYS, Environment, RunDir, backfill
 from ired_mining.runlock import RunLocked
+from ired_mining.schema import options_of
 from ired_mining.trackers import Trackers, open_trackers
 
 log = logging.getLogger("ired")
@@ -60,6 +69,7 @@ class RunDirTaken(ValueError):
 
 
 # ================================================================ building blocks
+
 
 def ema_avg_fn(every: int, warmup: int, power: float, max_decay: float):
     """An averaging function for AveragedModel: a copy during warm-up, then the decay
@@ -134,8 +144,10 @@ def shapes_the_run(key: str) -> bool:
 
 def differences(there: dict, here: dict, which=lambda key: True, most: int = 4) -> list[str]:
     """`key: VALUE here, VALUE there` for each setting (of those `which` picks) that differs."""
-    keys = sorted((k for k in set(there) | set(here) if which(k) and there.get(k, "—") != here.get(k, "—")),
-                  key=lambda k: (not k.endswith(".name"), k))  # a strategy's name says more than its options
+    keys = sorted(
+        (k for k in set(there) | set(here) if which(k) and there.get(k, "—") != here.get(k, "—")),
+        key=lambda k: (not k.endswith(".name"), k),
+    )  # a strategy's name says more than its options
     lines = [f"{k} is {here.get(k, 'absent')} here, {there.get(k, 'absent')} there" for k in keys[:most]]
     return lines + ([f"{len(keys) - most} more"] if len(keys) > most else [])
 
@@ -161,8 +173,17 @@ class Running:
 
 # ================================================================ one training step
 
-def loss_terms(energy: BoundEnergy, diffusion: Diffusion, y: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-               eps_pair: torch.Tensor, negatives: torch.Tensor | None, weight: float):
+
+def loss_terms(
+    energy: BoundEnergy,
+    diffusion: Diffusion,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    eps_pair: torch.Tensor,
+    negatives: torch.Tensor | None,
+    weight: float,
+):
     """L = L_mse + w·L_energy (ired.md §3, §4) and its logged parts, given y ↦ E(x, y, t) of the batch."""
     l_mse = diffusion.score_loss(energy, diffusion.noise(y, t, eps), eps).mean()
     stats = {"loss/mse": l_mse}
@@ -190,8 +211,9 @@ def compiling(cfg: DictConfig) -> bool:
     return bool(OmegaConf.select(cfg, "hardware.compile", default=False))
 
 
-def step_loss(model, diffusion: Diffusion, strategy, problems, cfg: DictConfig,
-              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def step_loss(
+    model, diffusion: Diffusion, strategy, problems, cfg: DictConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of one training step and its logged parts: levels and noise drawn, negatives mined."""
     x, y = problems.x, problems.y
     b, device = x.shape[0], x.device
@@ -216,8 +238,9 @@ def step_loss(model, diffusion: Diffusion, strategy, problems, cfg: DictConfig,
     return loss, stats | {"mine_ms": torch.tensor(1e3 * mine_seconds)}
 
 
-def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: DictConfig,
-               generator: torch.Generator) -> dict[str, torch.Tensor]:
+def train_step(
+    model, diffusion: Diffusion, strategy, optimizer, problems, cfg: DictConfig, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     loss, stats = step_loss(model, diffusion, strategy, problems, cfg, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -226,8 +249,9 @@ def train_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: 
     return stats | {"loss/total": loss, "grad_norm": grad_norm}
 
 
-def regression_step(model, diffusion: Diffusion, strategy, optimizer, problems, cfg: DictConfig,
-                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+def regression_step(
+    model, diffusion: Diffusion, strategy, optimizer, problems, cfg: DictConfig, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """One step of the feed-forward baseline (model=regressor): MSE of f(A) against A⁻¹. It draws
     nothing from the generator but the batch, and has no diffusion or negatives."""
     loss = (model(problems.x) - problems.y).square().mean()
@@ -256,6 +280,7 @@ def compile_ahead(model, diffusion: Diffusion, strategy, cfg: DictConfig, device
 
 # ================================================================ the run
 
+
 class Run:
     """Everything of one training run, its files and its resumable state."""
 
@@ -268,8 +293,9 @@ class Run:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(self.device)
-        self.ema = AveragedModel(self.model, avg_fn=ema_avg_fn(cfg.ema.every, cfg.ema.warmup,
-                                                               cfg.ema.power, cfg.ema.max_decay))
+        self.ema = AveragedModel(
+            self.model, avg_fn=ema_avg_fn(cfg.ema.every, cfg.ema.warmup, cfg.ema.power, cfg.ema.max_decay)
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
         self.diffusion = build_diffusion(cfg, self.device)
         self.strategy = build_strategy(cfg.mining.name, **options_of(cfg.mining))
@@ -316,14 +342,16 @@ class Run:
             held = "a finished" if final is not None and final.finished else "an unfinished"
             raise RunDirTaken(
                 f"{self.dir} holds {held} run of other settings ({'; '.join(changed)}); resuming it "
-                f"would mix two runs: use another run directory, or that run's settings to resume it")
+                f"would mix two runs: use another run directory, or that run's settings to resume it"
+            )
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng_state(state["rng"], self.generator)
         self.step, self.train_seconds = state["step"], state["train_seconds"]
-        self.running = Running({k: v.to(self.device) for k, v in state["running"]["sums"].items()},
-                               state["running"]["count"])
+        self.running = Running(
+            {k: v.to(self.device) for k, v in state["running"]["sums"].items()}, state["running"]["count"]
+        )
         self.rundir.truncate_metrics(self.step)  # the lines after it will be written again
         log.info(f"resumed from step {self.step} ({self.ckpt_dir})")
         return True
@@ -335,8 +363,15 @@ class Run:
 
     def evaluate(self) -> dict:
         c = self.cfg
-        metrics = evaluate(self.ema.module, self.diffusion, self.sets, c.sampler.inner_steps,
-                           c.eval.batch_size, c.eval.seed, c.sampler.step_scale)
+        metrics = evaluate(
+            self.ema.module,
+            self.diffusion,
+            self.sets,
+            c.sampler.inner_steps,
+            c.eval.batch_size,
+            c.eval.seed,
+            c.sampler.step_scale,
+        )
         failpoints.hit("evaluate")
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 3), **self.running.means(), **metrics}
         self.running.reset()
@@ -367,8 +402,9 @@ class Run:
             log.info("compiled mining and the loss terms in %.1f s (hardware.compile)", seconds)
         graphed = None
         if graphed_steps.enabled(c):
-            parts = graphed_steps.StepParts(self.model, self.ema, self.optimizer, self.diffusion, self.strategy,
-                                            self.generator, c, self.device)
+            parts = graphed_steps.StepParts(
+                self.model, self.ema, self.optimizer, self.diffusion, self.strategy, self.generator, c, self.device
+            )
             graphed = graphed_steps.StepRunner(parts, train_step, self.step)
         tick, tick_step = time.perf_counter(), self.step
         last = {}
@@ -381,8 +417,9 @@ class Run:
                     for group in self.optimizer.param_groups:
                         group["lr"] = learning_rate(c, self.step)
                 problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
-                stats = self.step_fn(self.model, self.diffusion, self.strategy, self.optimizer, problems, c,
-                                     self.generator)
+                stats = self.step_fn(
+                    self.model, self.diffusion, self.strategy, self.optimizer, problems, c, self.generator
+                )
                 self.step += 1
                 # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
                 # waits on the host inside the loop; the step named is still the exact one.
@@ -394,21 +431,29 @@ class Run:
 
             at_log = self.step % c.train.log_every == 0 or self.step == total
             at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
-            at_ckpt = (self.step % c.checkpoint.every == 0 or self.step == total or preemption.requested()
-                       or interrupt.requested())
+            at_ckpt = (
+                self.step % c.checkpoint.every == 0
+                or self.step == total
+                or preemption.requested()
+                or interrupt.requested()
+            )
             if not (at_log or at_eval or at_ckpt):
                 continue
             if (bad_step := int(first_bad)) >= 0:
                 kept = list_checkpoints(self.ckpt_dir)
                 raise TrainingDiverged(
                     f"loss or gradient became non-finite at step {bad_step}; stopped, "
-                    + (f"last good checkpoint kept: {kept[-1]}" if kept else "no checkpoint had been written yet"))
+                    + (f"last good checkpoint kept: {kept[-1]}" if kept else "no checkpoint had been written yet")
+                )
             now = time.perf_counter()
             self.train_seconds += now - tick
             if at_log and progress is not None:
                 means = self.running.means()
-                info = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in means.items()
-                                 if k in ("loss/mse", "loss/energy", "neg/gap", "mine_ms"))
+                info = "  ".join(
+                    f"{k.split('/')[-1]} {v:.4g}"
+                    for k, v in means.items()
+                    if k in ("loss/mse", "loss/energy", "neg/gap", "mine_ms")
+                )
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
                 progress.update(task, completed=self.step, info=f"{info}  {rate:.1f} it/s")
             if at_log:
@@ -416,8 +461,10 @@ class Run:
             if at_eval:
                 last = self.evaluate()
                 self.trackers.log_eval(self.step, last)
-                log.info(f"step {self.step}  " + "  ".join(
-                    f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse"))))
+                log.info(
+                    f"step {self.step}  "
+                    + "  ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse")))
+                )
             if at_ckpt:
                 self.checkpoint()
                 preemption.hand_over(self.step)  # SLURM's warning signal: requeue from this checkpoint
@@ -434,6 +481,7 @@ class Run:
 
 # ================================================================ entry points
 
+
 def run_dir_of_job() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
@@ -448,8 +496,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             return leave_finished(cfg, run_dir, previous.summary)
         # A longer train.steps than the finished run had: go on from its final checkpoint. Its metrics
         # lines are kept and the new ones appended; metrics.json is rewritten when the longer run ends.
-        log.info(f"continuing the finished run in {run_dir} from step {previous.summary['step']} "
-                 f"to train.steps={cfg.train.steps}")
+        log.info(
+            f"continuing the finished run in {run_dir} from step {previous.summary['step']} "
+            f"to train.steps={cfg.train.steps}"
+        )
 
     if previous is not None and previous.status == FAILED:
         # This attempt supersedes the failure recorded (a full disk since freed): until it ends the
@@ -463,8 +513,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         run.resume()  # refuses a checkpoint of other settings before anything is written
         write_record(cfg, run_dir)
         run.trackers = open_trackers(cfg, run_dir, run.step, run.running, run.train_seconds)
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, transient=False) as progress, naming_the_batch(cfg, run.device):
             last = run.fit(progress)
         status = FINISHED
@@ -488,11 +543,15 @@ def leave_finished(cfg: DictConfig, run_dir: Path, summary: dict) -> dict:
     recorded = RunDir(run_dir).recorded_config()
     there = flat_settings(recorded) if recorded is not None else flat_settings(cfg)  # no record: nothing to hold
     if shaping := differences(there, flat_settings(cfg), shapes_the_run):
-        raise RunDirTaken(f"{run_dir} holds a finished run of other settings ({'; '.join(shaping)}); it is left "
-                          f"as it is: use another run directory")
+        raise RunDirTaken(
+            f"{run_dir} holds a finished run of other settings ({'; '.join(shaping)}); it is left "
+            f"as it is: use another run directory"
+        )
     others = differences(there, flat_settings(cfg))
-    log.info(f"{run_dir} already holds a finished run; leaving it as it is"
-             + (f" (it differs only in what does not shape a run: {'; '.join(others)})" if others else ""))
+    log.info(
+        f"{run_dir} already holds a finished run; leaving it as it is"
+        + (f" (it differs only in what does not shape a run: {'; '.join(others)})" if others else "")
+    )
     return summary
 
 
@@ -500,9 +559,11 @@ def write_record(cfg: DictConfig, run_dir: Path) -> None:
     """.hydra/ as Hydra would have written it before the job (hydra.output_subdir is null, so that a
     refused re-run cannot rewrite the record of the run that is there)."""
     hydra_cfg = HydraConfig.get()
-    RunDir(run_dir).write_record(config=OmegaConf.to_yaml(cfg),
-                                 hydra=OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
-                                 overrides=OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    RunDir(run_dir).write_record(
+        config=OmegaConf.to_yaml(cfg),
+        hydra=OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        overrides=OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -586,8 +647,10 @@ def main() -> None:
         print(f"ired-train: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        print("ired-train: interrupted; stopped at once; the newest checkpoint is kept; run the same command to "
-              "resume", file=sys.stderr)
+        print(
+            "ired-train: interrupted; stopped at once; the newest checkpoint is kept; run the same command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
     # A multirun's failed jobs return their failure (see fail()) so the others go on; the
     # end-of-sweep table (callbacks.py) lists them, and the shell sees them in the exit code.

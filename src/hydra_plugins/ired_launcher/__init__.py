@@ -46,8 +46,9 @@ class IredSlurmQueueConf(SlurmQueueConf):
     wait: bool = True
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="ired_submitit_slurm", node=IredSlurmQueueConf(),
-                             provider="ired_mining")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="ired_submitit_slurm", node=IredSlurmQueueConf(), provider="ired_mining"
+)
 
 
 class IredSlurmLauncher(SlurmLauncher):
@@ -69,8 +70,10 @@ class IredSlurmLauncher(SlurmLauncher):
         nums = [initial_job_idx + i for i in range(len(job_overrides))]
         for num, overrides in zip(nums, job_overrides):
             log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
-        job_params = [(list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state())
-                      for num, overrides in zip(nums, job_overrides)]
+        job_params = [
+            (list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state())
+            for num, overrides in zip(nums, job_overrides)
+        ]
         jobs = executor.map_array(self, *zip(*job_params))
         array_id = jobs[0].job_id.partition("_")[0]
         if self.wait:
@@ -80,28 +83,41 @@ class IredSlurmLauncher(SlurmLauncher):
             follow_up = self._submit_follow_up(array_id, sweep_dir)
         except Exception as err:  # sbatch's refusal (submitit raises its own types and plain ones)
             record_launch(sweep_dir, Launch(array_id, tuple(nums), None))  # the array runs regardless
-            print(f"ired-train: error: SLURM array {array_id} is submitted into {sweep_dir}, but its follow-up job "
-                  f"was refused ({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''});"
-                  f" once the array ends: ired-sweep {sweep_dir} && ired-report {sweep_dir}", file=sys.stderr)
+            print(
+                f"ired-train: error: SLURM array {array_id} is submitted into {sweep_dir}, but its follow-up job "
+                f"was refused ({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''});"
+                f" once the array ends: ired-sweep {sweep_dir} && ired-report {sweep_dir}",
+                file=sys.stderr,
+            )
             raise SystemExit(1) from None
         record_launch(sweep_dir, Launch(array_id, tuple(nums), follow_up))
-        print(f"ired-train: submitted {len(jobs)} jobs as SLURM array {array_id} into {sweep_dir}; job {follow_up} "
-              f"writes the table and the report once they end; watch: ired-sweep {sweep_dir} "
-              f"(or squeue -j {array_id},{follow_up})", flush=True)
-        return [JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED,
-                          _return_value={"status": "submitted", "slurm_id": job.job_id})
-                for overrides, job in zip(job_overrides, jobs)]
+        print(
+            f"ired-train: submitted {len(jobs)} jobs as SLURM array {array_id} into {sweep_dir}; job {follow_up} "
+            f"writes the table and the report once they end; watch: ired-sweep {sweep_dir} "
+            f"(or squeue -j {array_id},{follow_up})",
+            flush=True,
+        )
+        return [
+            JobReturn(
+                overrides=list(overrides),
+                status=JobStatus.COMPLETED,
+                _return_value={"status": "submitted", "slurm_id": job.job_id},
+            )
+            for overrides, job in zip(job_overrides, jobs)
+        ]
 
     def _executor(self, params: dict) -> Any:
         """submitit's SLURM executor with the launcher's keys, as the base class's launch builds it."""
         import submitit
 
         init_keys = {"submitit_folder", "max_num_timeout"}
-        executor = submitit.AutoExecutor(cluster="slurm", folder=params["submitit_folder"],
-                                         slurm_max_num_timeout=params.get("max_num_timeout", 0))
+        executor = submitit.AutoExecutor(
+            cluster="slurm", folder=params["submitit_folder"], slurm_max_num_timeout=params.get("max_num_timeout", 0)
+        )
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
-                                      if k not in init_keys})
+        executor.update_parameters(
+            **{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in init_keys}
+        )
         return executor
 
     def _submit_follow_up(self, array_id: str, sweep_dir: Path) -> str:
@@ -114,8 +130,11 @@ class IredSlurmLauncher(SlurmLauncher):
         params = {k: v for k, v in self.params.items() if k in keep}
         extra = dict(self.params.get("additional_parameters") or {})
         # The sweep's job name, so that `scancel --name=NAME` stops the follow-up with the array.
-        params.update(FOLLOW_UP, name=self.params.get("name", "ired-train"),
-                      additional_parameters={**extra, "dependency": f"afterany:{array_id}"})
+        params.update(
+            FOLLOW_UP,
+            name=self.params.get("name", "ired-train"),
+            additional_parameters={**extra, "dependency": f"afterany:{array_id}"},
+        )
         job = self._executor(params).submit(end_of_sweep, str(sweep_dir))
         return str(job.job_id)
 

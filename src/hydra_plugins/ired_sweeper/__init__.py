@@ -32,8 +32,7 @@ class RecordingSweeperConf:
     params: Optional[Dict[str, str]] = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="recording", node=RecordingSweeperConf,
-                             provider="ired_mining")
+ConfigStore.instance().store(group="hydra/sweeper", name="recording", node=RecordingSweeperConf, provider="ired_mining")
 
 
 class RecordingSweeper(BasicSweeper):
@@ -86,9 +85,12 @@ class RecordingSweeper(BasicSweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         for num, subdir in enumerate(subdirs):
             if why := unmakeable(sweep_dir / subdir):
-                print(f"ired-train: error: hydra.sweep.subdir: job {num}'s directory cannot be made: {why}; "
-                      f"name the jobs shorter (e.g. hydra.sweep.subdir='job_${{hydra.job.num}}') or give "
-                      f"a shorter hydra.sweep.dir", file=sys.stderr)
+                print(
+                    f"ired-train: error: hydra.sweep.subdir: job {num}'s directory cannot be made: {why}; "
+                    f"name the jobs shorter (e.g. hydra.sweep.subdir='job_${{hydra.job.num}}') or give "
+                    f"a shorter hydra.sweep.dir",
+                    file=sys.stderr,
+                )
                 raise SystemExit(2)
 
     def _refuse_while_queued(self) -> None:
@@ -106,9 +108,12 @@ class RecordingSweeper(BasicSweeper):
             raise SystemExit(2) from None
         if queued:
             ids = ", ".join(f"{q.slurm_id} {q.sweep_state}" for q in queued[:5]) + (", ..." if len(queued) > 5 else "")
-            print(f"ired-train: error: {sweep_dir} still has {len(queued)} SLURM jobs queued or running ({ids}); "
-                  f"launch into it again once they are over (watch: ired-sweep {sweep_dir}), or cancel them: "
-                  f"scancel {' '.join(sorted({q.slurm_id.partition('_')[0] for q in queued}))}", file=sys.stderr)
+            print(
+                f"ired-train: error: {sweep_dir} still has {len(queued)} SLURM jobs queued or running ({ids}); "
+                f"launch into it again once they are over (watch: ired-sweep {sweep_dir}), or cancel them: "
+                f"scancel {' '.join(sorted({q.slurm_id.partition('_')[0] for q in queued}))}",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:

@@ -15,20 +15,44 @@ from ired_mining.report.grid import Labelling, analyse_grid, is_grid, label_runs
 from ired_mining.report.plan import DOES_NOT_HOLD, HOLDS, Plan, Registered, judge_plan, plan_warnings, sentence
 from ired_mining.report.provenance import provenance
 from ired_mining.report.records import RunRecord
-from ired_mining.report.results import (Analysis, Change, EqualSteps, EqualTime, Final, Grid, Problem, Reached,
-                                        Reference, RunCount, Scaling, ScalingCurve, SplitResult, Spread, Stat,
-                                        Timing, Verdict)
+from ired_mining.report.results import (
+    Analysis,
+    Change,
+    EqualSteps,
+    EqualTime,
+    Final,
+    Grid,
+    Problem,
+    Reached,
+    Reference,
+    RunCount,
+    Scaling,
+    ScalingCurve,
+    SplitResult,
+    Spread,
+    Stat,
+    Timing,
+    Verdict,
+)
 from ired_mining.rundir import flatten
-from ired_mining.stats import (CLEARS, FALLS_SHORT, INCONCLUSIVE, bonferroni_level, bootstrap_relative_change,
-                               verdict, welch_relative_change)
+from ired_mining.stats import (
+    CLEARS,
+    FALLS_SHORT,
+    INCONCLUSIVE,
+    bonferroni_level,
+    bootstrap_relative_change,
+    verdict,
+    welch_relative_change,
+)
 
-BASELINE = "none"           # the strategy every other one is compared with
-TREATMENT = "adversarial"   # the strategy the success criterion is about
-CRITERION = -0.20           # relative change the treatment must reach: ≥ 20 % lower MSE
-PRIMARY_SPLIT = "in_dist"   # the criterion's "test MSE"
+BASELINE = "none"  # the strategy every other one is compared with
+TREATMENT = "adversarial"  # the strategy the success criterion is about
+CRITERION = -0.20  # relative change the treatment must reach: ≥ 20 % lower MSE
+PRIMARY_SPLIT = "in_dist"  # the criterion's "test MSE"
 
 
 # ================================================================ statistics per group
+
 
 def strategy_order(names) -> list[str]:
     """The baseline first, then the other strategies in the registry's order (mining.STRATEGIES),
@@ -76,8 +100,11 @@ def compare(values: dict[str, list[float]], baseline: str = BASELINE) -> dict[st
     if baseline not in values:
         return {}
     base = values[baseline]
-    return {name: Change(welch_relative_change(v, base), bootstrap_relative_change(v, base))
-            for name, v in values.items() if name != baseline}
+    return {
+        name: Change(welch_relative_change(v, base), bootstrap_relative_change(v, base))
+        for name, v in values.items()
+        if name != baseline
+    }
 
 
 def split_result(values: dict[str, list[float]]) -> SplitResult:
@@ -86,15 +113,22 @@ def split_result(values: dict[str, list[float]]) -> SplitResult:
 
 def analyse_final(groups: dict[str, list[RunRecord]], splits: list[str]) -> Final:
     """Final MSE per strategy and split, the changes vs the baseline, time per step and mining cost."""
-    out = {split: split_result({name: [float(r.final.get(f"{split}/mse", math.nan)) for r in runs]
-                                for name, runs in groups.items()})
-           for split in splits}
+    out = {
+        split: split_result(
+            {name: [float(r.final.get(f"{split}/mse", math.nan)) for r in runs] for name, runs in groups.items()}
+        )
+        for split in splits
+    }
     timing = {}
     for name, runs in groups.items():
         per_step = Stat.of([r.final.get("seconds_per_step", math.nan) for r in runs])
         mine = Stat.of([mining_ms(r.curve) for r in runs])
-        timing[name] = Timing(per_step, mine, mine.mean / 1e3 / per_step.mean if per_step.mean else math.nan,
-                              Stat.of([r.final.get("train_seconds", math.nan) for r in runs]))
+        timing[name] = Timing(
+            per_step,
+            mine,
+            mine.mean / 1e3 / per_step.mean if per_step.mean else math.nan,
+            Stat.of([r.final.get("train_seconds", math.nan) for r in runs]),
+        )
     return Final(out, timing)
 
 
@@ -104,11 +138,16 @@ def analyse_at(groups: dict[str, list[RunRecord]], splits: list[str], axis: str,
     reached = {}
     for name, runs in groups.items():
         rows = [value_at(r.curve, f"{splits[0]}/mse", axis, limit)[1] for r in runs]
-        reached[name] = Reached(Stat.of([row["step"] if row else math.nan for row in rows]),
-                                Stat.of([row["train_seconds"] if row else math.nan for row in rows]))
-    out = {split: split_result({name: [value_at(r.curve, f"{split}/mse", axis, limit)[0] for r in runs]
-                                for name, runs in groups.items()})
-           for split in splits}
+        reached[name] = Reached(
+            Stat.of([row["step"] if row else math.nan for row in rows]),
+            Stat.of([row["train_seconds"] if row else math.nan for row in rows]),
+        )
+    out = {
+        split: split_result(
+            {name: [value_at(r.curve, f"{split}/mse", axis, limit)[0] for r in runs] for name, runs in groups.items()}
+        )
+        for split in splits
+    }
     return out, reached
 
 
@@ -137,8 +176,10 @@ def references(finished: list[RunRecord], splits: list[str]) -> tuple[dict[str, 
             values = [r.final[f"{split}/{kind}"] for r in finished if f"{split}/{kind}" in r.final]
             median[kind] = float(np.median(values)) if values else math.nan
             if kind == "zero_mse" and values and max(values) - min(values) > 1e-6 * max(abs(max(values)), 1e-12):
-                warnings.append(f"the zero-predictor MSE on {split} differs between runs ({min(values):.4g} to "
-                                f"{max(values):.4g}): their evaluation sets are not the same")
+                warnings.append(
+                    f"the zero-predictor MSE on {split} differs between runs ({min(values):.4g} to "
+                    f"{max(values):.4g}): their evaluation sets are not the same"
+                )
         refs[split] = Reference(**median)
     return refs, warnings
 
@@ -164,21 +205,40 @@ def analyse_scaling(groups: dict[str, list[RunRecord]], splits: list[str]) -> Sc
         for variant in sorted({v for r in runs for v in r.scaling}):  # "" (the plain curve) first
             payloads = [r.scaling[variant] for r in runs if variant in r.scaling]
             steps = sorted({row["inner_steps"] for p in payloads for row in p["results"]})
-            out[f"{name} · {variant}" if variant else name] = ScalingCurve(name, variant, steps, len(payloads), {
-                split: [spread([row[f"{split}/mse"] for p in payloads for row in p["results"]
-                                if row["inner_steps"] == k and f"{split}/mse" in row]) for k in steps]
-                for split in splits})
+            out[f"{name} · {variant}" if variant else name] = ScalingCurve(
+                name,
+                variant,
+                steps,
+                len(payloads),
+                {
+                    split: [
+                        spread(
+                            [
+                                row[f"{split}/mse"]
+                                for p in payloads
+                                for row in p["results"]
+                                if row["inner_steps"] == k and f"{split}/mse" in row
+                            ]
+                        )
+                        for k in steps
+                    ]
+                    for split in splits
+                },
+            )
     if not out:
         return None
     # The variants differ in what they override by design; any other difference deserves a warning.
     payloads = [p for runs in groups.values() for r in runs for p in r.scaling.values()]
     varied = {o.partition("=")[0].lstrip("+~") for p in payloads for o in p.get("overrides", [])}
-    settings = {json.dumps({k: v for k, v in p.get("settings", {}).items() if k not in varied}, sort_keys=True)
-                for p in payloads}
+    settings = {
+        json.dumps({k: v for k, v in p.get("settings", {}).items() if k not in varied}, sort_keys=True)
+        for p in payloads
+    }
     return Scaling(out, [json.loads(s) for s in sorted(settings)])
 
 
 # ================================================================ the verdict
+
 
 def pct(x: float, sign: bool = True, digits: int = 1) -> str:
     if x is None or not math.isfinite(x):
@@ -193,19 +253,28 @@ def judge(final: Final, treatment: str = TREATMENT) -> Verdict:
     change = primary.change.get(treatment)
     n_t, n_b = (primary.stats[s].n if s in primary.stats else 0 for s in (treatment, BASELINE))
     if change is None or not change.welch.defined:
-        return Verdict(INCONCLUSIVE, None, None, [n_t, n_b],
-                       f"cannot be judged: it needs ≥ 2 finished seeds of both `{treatment}` and `{BASELINE}` "
-                       f"(there are {n_t} and {n_b}).")
+        return Verdict(
+            INCONCLUSIVE,
+            None,
+            None,
+            [n_t, n_b],
+            f"cannot be judged: it needs ≥ 2 finished seeds of both `{treatment}` and `{BASELINE}` "
+            f"(there are {n_t} and {n_b}).",
+        )
     welch, boot = change.welch, change.bootstrap
     outcome = verdict(welch, CRITERION)
-    reason = {CLEARS: f"the whole interval lies at or below {pct(CRITERION)}: the criterion is met.",
-              FALLS_SHORT: f"the whole interval lies above {pct(CRITERION)}: the criterion is not met.",
-              INCONCLUSIVE: f"the interval straddles {pct(CRITERION)}: these seeds neither confirm nor rule "
-                            f"out the criterion (more seeds narrow the interval)."}[outcome]
-    text = (f"in distribution, `{treatment}`'s test MSE differs from `{BASELINE}`'s by {pct(welch.point)} "
-            f"(ratio of geometric means, {n_t} vs {n_b} seeds; 95 % Welch interval {pct(welch.lo)} to "
-            f"{pct(welch.hi)}, {welch.df:.1f} df). The criterion is ≥ {pct(-CRITERION, sign=False, digits=0)} lower; "
-            f"{reason} Bootstrap of the ratio of means: {pct(boot.point)} [{pct(boot.lo)}, {pct(boot.hi)}].")
+    reason = {
+        CLEARS: f"the whole interval lies at or below {pct(CRITERION)}: the criterion is met.",
+        FALLS_SHORT: f"the whole interval lies above {pct(CRITERION)}: the criterion is not met.",
+        INCONCLUSIVE: f"the interval straddles {pct(CRITERION)}: these seeds neither confirm nor rule "
+        f"out the criterion (more seeds narrow the interval).",
+    }[outcome]
+    text = (
+        f"in distribution, `{treatment}`'s test MSE differs from `{BASELINE}`'s by {pct(welch.point)} "
+        f"(ratio of geometric means, {n_t} vs {n_b} seeds; 95 % Welch interval {pct(welch.lo)} to "
+        f"{pct(welch.hi)}, {welch.df:.1f} df). The criterion is ≥ {pct(-CRITERION, sign=False, digits=0)} lower; "
+        f"{reason} Bootstrap of the ratio of means: {pct(boot.point)} [{pct(boot.lo)}, {pct(boot.hi)}]."
+    )
     return Verdict(outcome, welch, boot, [n_t, n_b], text)
 
 
@@ -218,24 +287,33 @@ def judge_grid(grid: Grid, final: Final) -> Verdict:
     point = next((p for p in grid.points if p.label == best), None)
     if point is None or PRIMARY_SPLIT not in point.change:
         n_b = primary.stats[BASELINE].n if BASELINE in primary.stats else 0
-        return Verdict(INCONCLUSIVE, None, None, [0, n_b],
-                       f"cannot be judged: it needs ≥ 2 finished seeds of `{BASELINE}` and of some "
-                       f"configuration with negatives (`{BASELINE}` has {n_b}).")
+        return Verdict(
+            INCONCLUSIVE,
+            None,
+            None,
+            [0, n_b],
+            f"cannot be judged: it needs ≥ 2 finished seeds of `{BASELINE}` and of some "
+            f"configuration with negatives (`{BASELINE}` has {n_b}).",
+        )
     change, m = point.change[PRIMARY_SPLIT], grid.comparisons[PRIMARY_SPLIT]
     sim, n = change.simultaneous, [point.n, primary.stats[BASELINE].n]
     outcome = verdict(sim, CRITERION)
-    reason = {CLEARS: f"the whole simultaneous interval lies at or below {pct(CRITERION)}: the criterion is met.",
-              FALLS_SHORT: f"the whole simultaneous interval lies above {pct(CRITERION)}: no mining "
-                           f"configuration of this grid meets the criterion.",
-              INCONCLUSIVE: f"the simultaneous interval straddles {pct(CRITERION)}: these seeds neither confirm "
-                            f"nor rule out the criterion (more seeds narrow the interval)."}[outcome]
+    reason = {
+        CLEARS: f"the whole simultaneous interval lies at or below {pct(CRITERION)}: the criterion is met.",
+        FALLS_SHORT: f"the whole simultaneous interval lies above {pct(CRITERION)}: no mining "
+        f"configuration of this grid meets the criterion.",
+        INCONCLUSIVE: f"the simultaneous interval straddles {pct(CRITERION)}: these seeds neither confirm "
+        f"nor rule out the criterion (more seeds narrow the interval).",
+    }[outcome]
     k = sum(p.strategy != BASELINE for p in grid.points)
     which = f"the best of the {k} mining configurations" if k > 1 else "the one mining configuration"
-    text = (f"in distribution, {which}, `{best}`, differs from `{BASELINE}` by "
-            f"{pct(sim.point)} (ratio of geometric means, {n[0]} vs {n[1]} seeds; simultaneous 95 % interval "
-            f"over the {m} comparisons with `{BASELINE}` (Bonferroni, each at {100 * bonferroni_level(m):.2f} %) "
-            f"{pct(sim.lo)} to {pct(sim.hi)}; Holm-adjusted p = {change.p_holm:.3g}). The criterion is "
-            f"≥ {pct(-CRITERION, sign=False, digits=0)} lower; {reason}")
+    text = (
+        f"in distribution, {which}, `{best}`, differs from `{BASELINE}` by "
+        f"{pct(sim.point)} (ratio of geometric means, {n[0]} vs {n[1]} seeds; simultaneous 95 % interval "
+        f"over the {m} comparisons with `{BASELINE}` (Bonferroni, each at {100 * bonferroni_level(m):.2f} %) "
+        f"{pct(sim.lo)} to {pct(sim.hi)}; Holm-adjusted p = {change.p_holm:.3g}). The criterion is "
+        f"≥ {pct(-CRITERION, sign=False, digits=0)} lower; {reason}"
+    )
     boot = primary.change[best].bootstrap if best in primary.change else None
     return Verdict(outcome, sim, boot, n, text)
 
@@ -260,12 +338,15 @@ def floor_statements(final: Final, refs: dict[str, Reference]) -> list[str]:
                 continue
             beating = sum(v < zero for v in st.values if math.isfinite(v))
             if not st.mean < zero:
-                lines.append(f"`{name}` does not beat the zero predictor on {split}: mean MSE {st.mean:.4g} "
-                             f"against {zero:.4g} for predicting all zeros ({beating} of {st.n} seeds beat it).")
+                lines.append(
+                    f"`{name}` does not beat the zero predictor on {split}: mean MSE {st.mean:.4g} "
+                    f"against {zero:.4g} for predicting all zeros ({beating} of {st.n} seeds beat it)."
+                )
     return lines
 
 
 # ================================================================ everything
+
 
 def is_regressor_run(run: RunRecord) -> bool:
     """A run of the feed-forward baseline (model=regressor): a reference row, not a configuration."""
@@ -284,8 +365,9 @@ def registered_verdict(reg: Registered) -> Verdict:
     r = reg.primary
     outcome = {HOLDS: CLEARS, DOES_NOT_HOLD: FALLS_SHORT}.get(r.outcome, INCONCLUSIVE)
     text = "the registered primary hypothesis: " + sentence(r, reg)
-    return Verdict(outcome, r.interval if r.interval.defined else None, None,
-                   [r.candidate_mse.n, r.baseline_mse.n], text)
+    return Verdict(
+        outcome, r.interval if r.interval.defined else None, None, [r.candidate_mse.n, r.baseline_mse.n], text
+    )
 
 
 def pick_candidate(strategies: list[str], asked: str | None) -> str:
@@ -298,8 +380,9 @@ def pick_candidate(strategies: list[str], asked: str | None) -> str:
     return TREATMENT if TREATMENT in others or len(others) != 1 else others[0]
 
 
-def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan | None = None,
-            candidate: str | None = None) -> Analysis:
+def analyse(
+    sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan | None = None, candidate: str | None = None
+) -> Analysis:
     everything = [r for r in runs if r.finished]
     regressors = [r for r in everything if is_regressor_run(r)]
     finished = [r for r in everything if not is_regressor_run(r)]
@@ -323,18 +406,43 @@ def analyse(sweep_dir: Path, runs: list[RunRecord], notes: list[str], plan: Plan
         warnings += plan_warnings(registered)
     grid = None
     if labelling is not None:
-        grid = analyse_grid(groups, labelling.settings, labelling.factors, labelling.reference, splits, BASELINE,
-                            PRIMARY_SPLIT, final, at_equal_time)
+        grid = analyse_grid(
+            groups,
+            labelling.settings,
+            labelling.factors,
+            labelling.reference,
+            splits,
+            BASELINE,
+            PRIMARY_SPLIT,
+            final,
+            at_equal_time,
+        )
     return Analysis(
-        sweep_dir=str(sweep_dir), splits=splits, strategies=order, baseline=BASELINE, treatment=treatment,
-        criterion=CRITERION, primary_split=PRIMARY_SPLIT, n_runs=RunCount(len(everything), len(runs)),
-        references=refs, final=final, warnings=notes + warnings,
-        verdict=(registered_verdict(registered) if registered else judge_grid(grid, final) if grid
-                 else judge(final, treatment)),
+        sweep_dir=str(sweep_dir),
+        splits=splits,
+        strategies=order,
+        baseline=BASELINE,
+        treatment=treatment,
+        criterion=CRITERION,
+        primary_split=PRIMARY_SPLIT,
+        n_runs=RunCount(len(everything), len(runs)),
+        references=refs,
+        final=final,
+        warnings=notes + warnings,
+        verdict=(
+            registered_verdict(registered)
+            if registered
+            else judge_grid(grid, final)
+            if grid
+            else judge(final, treatment)
+        ),
         floor=floor_statements(final, refs),
         equal_steps=equal_steps(groups, splits, finished) if finished else None,
         equal_time=at_equal_time,
         scaling=analyse_scaling(groups, splits),
         problems=[Problem(r.name, r.strategy, r.seed, r.status, r.error) for r in runs if not r.finished],
-        provenance=provenance(sweep_dir, runs), grid=grid, registered=registered,
-        regressor=regressor_reference(regressors, splits))
+        provenance=provenance(sweep_dir, runs),
+        grid=grid,
+        registered=registered,
+        regressor=regressor_reference(regressors, splits),
+    )

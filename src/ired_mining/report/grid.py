@@ -18,10 +18,9 @@ from importlib.resources import files
 from omegaconf import OmegaConf
 
 from ired_mining.report.records import RunRecord
-from ired_mining.rundir import flatten
 from ired_mining.report.results import AtLimit, Final, Grid, GridChange, GridMap, GridPoint, Stat
-from ired_mining.stats import (UNDEFINED, bonferroni_level, holm, mean_interval, welch_p_value,
-                               welch_relative_change)
+from ired_mining.rundir import flatten
+from ired_mining.stats import UNDEFINED, bonferroni_level, holm, mean_interval, welch_p_value, welch_relative_change
 
 IGNORED = ("seed", "hardware.")  # never a factor: the replicate and where it ran
 STRATEGY_KEY = "mining.name"
@@ -29,11 +28,14 @@ STRATEGY_KEY = "mining.name"
 
 # ================================================================ configurations and their labels
 
+
 def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
     """Every leaf of a config as dotted key → JSON text; a whole float is written as an integer, so
     that `corruption: 3` in one file and `3.0` in another are the same setting."""
-    return {k: json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v, sort_keys=True)
-            for k, v in flatten(config, prefix).items()}
+    return {
+        k: json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v, sort_keys=True)
+        for k, v in flatten(config, prefix).items()
+    }
 
 
 def strategy_defaults(strategy: str) -> dict[str, str]:
@@ -66,10 +68,10 @@ def factors_of(runs: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
 class Labelling:
     """The runs of a sweep labelled by configuration (label_runs); values are JSON texts (flat_config)."""
 
-    labels: dict[str, str]               # run name → its configuration's label
+    labels: dict[str, str]  # run name → its configuration's label
     settings: dict[str, dict[str, str]]  # label → its factors' values
-    factors: list[str]                   # the keys that vary between runs (seed and hardware aside)
-    reference: dict[str, str]            # each factor's reference value
+    factors: list[str]  # the keys that vary between runs (seed and hardware aside)
+    reference: dict[str, str]  # each factor's reference value
 
 
 def label_runs(runs: list[RunRecord]) -> Labelling:
@@ -86,8 +88,11 @@ def label_runs(runs: list[RunRecord]) -> Labelling:
     for r in runs:
         flat = flat_config(r.config)
         own = {k: flat[k] for k in factors if k in flat}
-        changed = {k: v for k, v in flat.items()  # a mining option counts even if the whole sweep changed it
-                   if k.startswith("mining.") and k in defaults[r.strategy] and v != defaults[r.strategy][k]}
+        changed = {
+            k: v
+            for k, v in flat.items()  # a mining option counts even if the whole sweep changed it
+            if k.startswith("mining.") and k in defaults[r.strategy] and v != defaults[r.strategy][k]
+        }
         changed |= {k: v for k, v in own.items() if not k.startswith("mining.") and v != reference[k]}
         parts = [r.strategy] + [f"{k.removeprefix('mining.')}={json.loads(v)}" for k, v in sorted(changed.items())]
         labels[r.name] = " ".join(parts)
@@ -98,11 +103,13 @@ def label_runs(runs: list[RunRecord]) -> Labelling:
 def is_grid(labels: dict[str, str], runs: list[RunRecord]) -> bool:
     """Something besides the strategy varies, or a strategy runs with other options than its own
     defaults: then a strategy's name alone would not say what ran."""
-    return (len(set(labels.values())) > len({r.strategy for r in runs})
-            or any(labels[r.name] != r.strategy for r in runs))
+    return len(set(labels.values())) > len({r.strategy for r in runs}) or any(
+        labels[r.name] != r.strategy for r in runs
+    )
 
 
 # ================================================================ statistics per configuration
+
 
 def last_value(curve: list[dict], key: str) -> float:
     """`key` in the last metrics line that has it (the mean over the last stretch of training)."""
@@ -110,8 +117,9 @@ def last_value(curve: list[dict], key: str) -> float:
     return float(rows[-1]) if rows else math.nan
 
 
-def corrected_changes(groups: dict[str, list[RunRecord]], baseline: str, split: str,
-                      level: float = 0.95) -> tuple[dict[str, GridChange], int]:
+def corrected_changes(
+    groups: dict[str, list[RunRecord]], baseline: str, split: str, level: float = 0.95
+) -> tuple[dict[str, GridChange], int]:
     """Each configuration's change against the baseline on `split`: Welch's interval, the
     Bonferroni simultaneous interval and the Holm-adjusted p-value over the m defined comparisons."""
     if baseline not in groups:
@@ -122,16 +130,24 @@ def corrected_changes(groups: dict[str, list[RunRecord]], baseline: str, split: 
     m = sum(math.isfinite(v) for v in p.values())
     adjusted = dict(zip(others, holm([p[n] for n in others])))
     simultaneous = bonferroni_level(m, level)
-    return {n: GridChange(welch_relative_change(values[n], values[baseline], level),
-                          welch_relative_change(values[n], values[baseline], simultaneous) if m else UNDEFINED,
-                          p[n], adjusted[n]) for n in others}, m
+    return {
+        n: GridChange(
+            welch_relative_change(values[n], values[baseline], level),
+            welch_relative_change(values[n], values[baseline], simultaneous) if m else UNDEFINED,
+            p[n],
+            adjusted[n],
+        )
+        for n in others
+    }, m
 
 
 def axis_order(values: set[str]) -> list[str]:
     """An axis's values (JSON text) in numeric order; anything not a number after them, by its text."""
+
     def key(v: str):
         x = json.loads(v)
         return (0, x, v) if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0, v)
+
     return sorted(values, key=key)
 
 
@@ -142,11 +158,14 @@ def grid_map(settings: dict[str, dict[str, str]], factors: list[str], reference:
     best = None
     candidates = [k for k in factors if k != STRATEGY_KEY]
     for i, x in enumerate(candidates):
-        for y in candidates[i + 1:]:
+        for y in candidates[i + 1 :]:
             cells = {}
             for label, own in settings.items():
-                if x in own and y in own and all(own.get(k, reference[k]) == reference[k]
-                                                 for k in candidates if k not in (x, y)):
+                if (
+                    x in own
+                    and y in own
+                    and all(own.get(k, reference[k]) == reference[k] for k in candidates if k not in (x, y))
+                ):
                     cells[(own[x], own[y])] = label
             xs, ys = {c[0] for c in cells}, {c[1] for c in cells}
             crossed = any(cx != reference[x] and cy != reference[y] for cx, cy in cells)  # not two 1-D axes
@@ -156,33 +175,59 @@ def grid_map(settings: dict[str, dict[str, str]], factors: list[str], reference:
         return None
     x, y, cells = best
     xs, ys = axis_order({c[0] for c in cells}), axis_order({c[1] for c in cells})
-    return GridMap(x, y, [json.loads(v) for v in xs], [json.loads(v) for v in ys],
-                   [[cells.get((vx, vy)) for vx in xs] for vy in ys])
+    return GridMap(
+        x,
+        y,
+        [json.loads(v) for v in xs],
+        [json.loads(v) for v in ys],
+        [[cells.get((vx, vy)) for vx in xs] for vy in ys],
+    )
 
 
-def analyse_grid(groups: dict[str, list[RunRecord]], settings: dict[str, dict[str, str]], factors: list[str],
-                 reference: dict[str, str], splits: list[str], baseline: str, primary: str, final: Final,
-                 equal_time: AtLimit | None) -> Grid:
+def analyse_grid(
+    groups: dict[str, list[RunRecord]],
+    settings: dict[str, dict[str, str]],
+    factors: list[str],
+    reference: dict[str, str],
+    splits: list[str],
+    baseline: str,
+    primary: str,
+    final: Final,
+    equal_time: AtLimit | None,
+) -> Grid:
     changes, m = {}, {}
     for split in splits:
         changes[split], m[split] = corrected_changes(groups, baseline, split)
     points = []
     for name, runs in groups.items():
         mse = {s: final.splits[s].stats[name] for s in splits}
-        points.append(GridPoint(
-            label=name, strategy=runs[0].strategy, settings={k: json.loads(v) for k, v in settings[name].items()},
-            n=len(runs), mse=mse,
-            mse_interval={s: list(mean_interval(mse[s].values)) for s in splits},
-            change={s: changes[s][name] for s in splits if name in changes[s]},
-            neg_dist=Stat.of([last_value(r.curve, "neg/dist") for r in runs]),
-            neg_gap=Stat.of([last_value(r.curve, "neg/gap") for r in runs]),
-            ms_per_step=Stat.of([1e3 * r.final.get("seconds_per_step", math.nan) for r in runs]),
-            equal_time_mse={s: equal_time.splits[s].stats[name] for s in splits} if equal_time else {}))
+        points.append(
+            GridPoint(
+                label=name,
+                strategy=runs[0].strategy,
+                settings={k: json.loads(v) for k, v in settings[name].items()},
+                n=len(runs),
+                mse=mse,
+                mse_interval={s: list(mean_interval(mse[s].values)) for s in splits},
+                change={s: changes[s][name] for s in splits if name in changes[s]},
+                neg_dist=Stat.of([last_value(r.curve, "neg/dist") for r in runs]),
+                neg_gap=Stat.of([last_value(r.curve, "neg/gap") for r in runs]),
+                ms_per_step=Stat.of([1e3 * r.final.get("seconds_per_step", math.nan) for r in runs]),
+                equal_time_mse={s: equal_time.splits[s].stats[name] for s in splits} if equal_time else {},
+            )
+        )
     # The verdict's candidates are the configurations that mine negatives: the study asks whether
     # mining helps, and the baseline's strategy with other settings (a larger model) is a control,
     # compared and corrected for like every configuration but never crowned.
     mining = {p.label for p in points if p.strategy != baseline}  # the baseline is a strategy, unchanged
     compared = {n: c for n, c in changes.get(primary, {}).items() if c.simultaneous.defined and n in mining}
     best = min(compared, key=lambda n: compared[n].simultaneous.point) if compared else None
-    return Grid(factors, {k: json.loads(v) for k, v in reference.items()}, m, 0.95, points, best,
-                grid_map(settings, factors, reference))
+    return Grid(
+        factors,
+        {k: json.loads(v) for k, v in reference.items()},
+        m,
+        0.95,
+        points,
+        best,
+        grid_map(settings, factors, reference),
+    )

@@ -40,22 +40,32 @@ def render_grid(a: Analysis, plots: dict[str, str]) -> list[str]:
     g = a.grid
     m = g.comparisons.get(a.primary_split, 0)
     ref = ", ".join(f"{k}={v}" for k, v in g.reference.items() if k != "mining.name")
-    md = ["## The grid: every configuration against `none`", "",
-          f"{len(g.points)} configurations; a label is the strategy and each setting that differs from the "
-          f"reference (a mining option: from its strategy's default; another setting: from its most common "
-          f"value: {ref or 'none'}). MSE: mean over seeds [95 % t interval of the mean]. Change against "
-          f"`{a.baseline}`: ratio of geometric means − 1 with a **simultaneous 95 % interval** (Bonferroni over "
-          f"the {m} comparisons with `{a.baseline}` on each split: each interval at "
-          f"{100 * bonferroni_level(m):.2f} %); Holm: Welch's two-sided p-value adjusted by Holm's step-down "
-          "method over the same comparisons (H0: no change). Negatives: RMS distance to the truth and energy "
-          "gap E⁻ − E⁺ in the last stretch of training. Equal wall-clock: MSE reached by "
-          f"{a.equal_time.limit:.4g} s of training (`{a.equal_time.fastest}`'s mean).", ""]
+    md = [
+        "## The grid: every configuration against `none`",
+        "",
+        f"{len(g.points)} configurations; a label is the strategy and each setting that differs from the "
+        f"reference (a mining option: from its strategy's default; another setting: from its most common "
+        f"value: {ref or 'none'}). MSE: mean over seeds [95 % t interval of the mean]. Change against "
+        f"`{a.baseline}`: ratio of geometric means − 1 with a **simultaneous 95 % interval** (Bonferroni over "
+        f"the {m} comparisons with `{a.baseline}` on each split: each interval at "
+        f"{100 * bonferroni_level(m):.2f} %); Holm: Welch's two-sided p-value adjusted by Holm's step-down "
+        "method over the same comparisons (H0: no change). Negatives: RMS distance to the truth and energy "
+        "gap E⁻ − E⁺ in the last stretch of training. Equal wall-clock: MSE reached by "
+        f"{a.equal_time.limit:.4g} s of training (`{a.equal_time.fastest}`'s mean).",
+        "",
+    ]
     if g.best:
-        about = ("the verdict above is the registered plan's, not about it" if a.registered
-                 else "the verdict above is about it")
-        md += [f"Best mining configuration in distribution: `{g.best}` ({about}; a "
-               f"configuration of `{a.baseline}` with other settings, such as a larger model, is a control: "
-               "compared and corrected for, never the verdict's candidate).", ""]
+        about = (
+            "the verdict above is the registered plan's, not about it"
+            if a.registered
+            else "the verdict above is about it"
+        )
+        md += [
+            f"Best mining configuration in distribution: `{g.best}` ({about}; a "
+            f"configuration of `{a.baseline}` with other settings, such as a larger model, is a control: "
+            "compared and corrected for, never the verdict's candidate).",
+            "",
+        ]
     header = ["configuration", "seeds"]
     for s in a.splits:
         header += [f"{s} MSE [95 % CI]", f"{s} vs `{a.baseline}` [simultaneous 95 %]", "Holm p"]
@@ -65,15 +75,26 @@ def render_grid(a: Analysis, plots: dict[str, str]) -> list[str]:
         row = [f"`{p.label}`", str(p.n)]
         for s in a.splits:
             change = p.change.get(s)
-            row += [fmt_mean_ci(p.mse[s], p.mse_interval[s]), fmt_corrected(change),
-                    fmt_p(change.p_holm) if change else ""]
+            row += [
+                fmt_mean_ci(p.mse[s], p.mse_interval[s]),
+                fmt_corrected(change),
+                fmt_p(change.p_holm) if change else "",
+            ]
         row += [fmt_plain(p.neg_dist), fmt_plain(p.neg_gap), fmt_plain(p.ms_per_step)]
         row += [fmt_plain(p.equal_time_mse[s], ".4g") if s in p.equal_time_mse else "—" for s in a.splits]
         rows.append(row)
     md += [md_table(header, rows), ""]
     if g.map:
-        md += [f"The 2-D grid, {g.map.x} × {g.map.y} (change against `{a.baseline}`, point estimates):", "",
-               f"![grid heatmap]({plots['heatmap']})", ""]
-    md += ["Final MSE against the distance of the negatives to the truth (configurations with negatives):", "",
-           f"![MSE vs the negatives' distance]({plots['distance']})", ""]
+        md += [
+            f"The 2-D grid, {g.map.x} × {g.map.y} (change against `{a.baseline}`, point estimates):",
+            "",
+            f"![grid heatmap]({plots['heatmap']})",
+            "",
+        ]
+    md += [
+        "Final MSE against the distance of the negatives to the truth (configurations with negatives):",
+        "",
+        f"![MSE vs the negatives' distance]({plots['distance']})",
+        "",
+    ]
     return md

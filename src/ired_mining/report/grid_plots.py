@@ -11,9 +11,9 @@ import numpy as np
 from ired_mining.report.plots import PLOT_DPI, _pyplot, legend_below, line_styles
 from ired_mining.report.results import Grid
 
-HEATMAP_SIZE = (11, 4.5)    # inches: 1100 × 450 px, one panel per split
-DISTANCE_SIZE = (12, 7)     # inches: 1200 × 700 px, one panel per split above the legend
-MISSING_GREY = "#bdbdbd"    # a cell of the 2-D grid with no finished run (or no finite change)
+HEATMAP_SIZE = (11, 4.5)  # inches: 1100 × 450 px, one panel per split
+DISTANCE_SIZE = (12, 7)  # inches: 1200 × 700 px, one panel per split above the legend
+MISSING_GREY = "#bdbdbd"  # a cell of the 2-D grid with no finished run (or no finite change)
 
 
 def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> None:
@@ -46,8 +46,15 @@ def plot_heatmap(grid: Grid, splits: list[str], baseline: str, path: Path) -> No
                     ax.text(ix, iy, notes[iy, ix], ha="center", va="center", fontsize=9, color="dimgrey")
                 else:
                     dark = abs(values[iy, ix]) > span / 2  # white text on the saturated cells
-                    ax.text(ix, iy, f"{values[iy, ix]:+.1f} %", ha="center", va="center", fontsize=9,
-                            color="white" if dark else "black")
+                    ax.text(
+                        ix,
+                        iy,
+                        f"{values[iy, ix]:+.1f} %",
+                        ha="center",
+                        va="center",
+                        fontsize=9,
+                        color="white" if dark else "black",
+                    )
         ax.set_xticks(range(len(g.x_values)), [str(v) for v in g.x_values])
         ax.set_yticks(range(len(g.y_values)), [str(v) for v in g.y_values])
         ax.set_xlabel(g.x)
@@ -73,12 +80,18 @@ def plot_distance(grid: Grid, splits: list[str], baseline: str, path: Path) -> N
             if change is None or not math.isfinite(change.welch.point):
                 continue
             sim = change.simultaneous
-            yerr = ([[100 * (sim.point - sim.lo)], [100 * (sim.hi - sim.point)]]
-                    if sim.defined else None)
-            ax.errorbar(p.neg_dist.mean, 100 * change.welch.point, yerr=yerr,
-                        xerr=p.neg_dist.std if math.isfinite(p.neg_dist.std) else None,
-                        fmt=styles[p.label][1], color=styles[p.label][0], ms=7, capsize=2,
-                        label=p.label)
+            yerr = [[100 * (sim.point - sim.lo)], [100 * (sim.hi - sim.point)]] if sim.defined else None
+            ax.errorbar(
+                p.neg_dist.mean,
+                100 * change.welch.point,
+                yerr=yerr,
+                xerr=p.neg_dist.std if math.isfinite(p.neg_dist.std) else None,
+                fmt=styles[p.label][1],
+                color=styles[p.label][0],
+                ms=7,
+                capsize=2,
+                label=p.label,
+            )
         ax.axhline(0, color="tab:blue", lw=1, label=f"{baseline} (no negatives)")
         ax.set_xlabel("RMS distance of the negatives to the truth (end of training)")
         ax.set_ylabel(f"{split} MSE change vs `{baseline}` (%)")

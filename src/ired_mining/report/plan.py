@@ -28,8 +28,16 @@ from omegaconf import OmegaConf
 
 from ired_mining.report.records import ReportError, RunRecord
 from ired_mining.report.results import Stat
-from ired_mining.stats import (CLEARS, FALLS_SHORT, UNDEFINED, Interval, bonferroni_level, mean_std, verdict,
-                               welch_relative_change)
+from ired_mining.stats import (
+    CLEARS,
+    FALLS_SHORT,
+    UNDEFINED,
+    Interval,
+    bonferroni_level,
+    mean_std,
+    verdict,
+    welch_relative_change,
+)
 
 PLAN_FILE = "plan.yaml"
 CORRECTIONS = ("bonferroni",)  # the one a plan may name: valid for any dependence between comparisons
@@ -40,7 +48,7 @@ OUTCOME = {CLEARS: HOLDS, FALLS_SHORT: DOES_NOT_HOLD}  # the stats module's verd
 @dataclass(frozen=True)
 class Hypothesis:
     id: str
-    role: str                     # primary | secondary
+    role: str  # primary | secondary
     split: str
     candidate: dict[str, object]  # config key → value a candidate run has
     baseline: dict[str, object]
@@ -72,18 +80,18 @@ class HypothesisResult:
     role: str
     question: str
     split: str
-    candidate: str                # the configuration, as `key=value …`
+    candidate: str  # the configuration, as `key=value …`
     baseline: str
     candidate_mse: Stat
     baseline_mse: Stat
-    interval: Interval            # simultaneous (Bonferroni) Welch interval of the relative change
-    outcome: str                  # holds | does not hold | inconclusive | not run
+    interval: Interval  # simultaneous (Bonferroni) Welch interval of the relative change
+    outcome: str  # holds | does not hold | inconclusive | not run
     steps: list[int] = field(default_factory=list)  # the lengths of the runs compared
 
 
 @dataclass
 class Registered:
-    plan: str                     # the plan's path
+    plan: str  # the plan's path
     threshold: float
     level: float
     each_level: float
@@ -97,6 +105,7 @@ class Registered:
 
 
 # ================================================================ reading a plan
+
 
 def _plan_error(path: Path, what: str) -> ReportError:
     return ReportError(f"plan {path}: {what}")
@@ -121,15 +130,19 @@ def load_plan(path: Path | str) -> Plan:
             raise _plan_error(path, f"hypothesis {i + 1} lacks {', '.join(missing)}")
         if h["role"] not in ("primary", "secondary"):
             raise _plan_error(path, f"hypothesis {h['id']}: role={h['role']!r}; it must be primary or secondary")
-        hypotheses.append(Hypothesis(str(h["id"]), h["role"], h["split"], dict(h["candidate"]),
-                                     dict(h["baseline"]), h.get("question", "")))
+        hypotheses.append(
+            Hypothesis(
+                str(h["id"]), h["role"], h["split"], dict(h["candidate"]), dict(h["baseline"]), h.get("question", "")
+            )
+        )
     if sum(h.role == "primary" for h in hypotheses) != 1:
         raise _plan_error(path, "it must name exactly one primary hypothesis")
     level = float(raw.get("level", 0.95))
     if not 0 < level < 1:
         raise _plan_error(path, f"level={level}; it must lie in (0, 1)")
-    return Plan(str(path), float(raw.get("threshold", -0.20)), level, correction, int(raw.get("min_seeds", 2)),
-                hypotheses)
+    return Plan(
+        str(path), float(raw.get("threshold", -0.20)), level, correction, int(raw.get("min_seeds", 2)), hypotheses
+    )
 
 
 def find_plan(sweep_dir: Path, explicit: Path | str | None = None) -> Plan | None:
@@ -141,6 +154,7 @@ def find_plan(sweep_dir: Path, explicit: Path | str | None = None) -> Plan | Non
 
 
 # ================================================================ judging it
+
 
 def _json_value(v) -> str:
     """A value as the grid's flat configs write it (a whole float as an integer)."""
@@ -170,31 +184,59 @@ def judge_hypothesis(h: Hypothesis, plan: Plan, finished: list[RunRecord]) -> Hy
     else:
         interval = welch_relative_change(values[0], values[1], plan.each_level)
         outcome = OUTCOME.get(verdict(interval, plan.threshold), INCONCLUSIVE)
-    return HypothesisResult(h.id, h.role, h.question, h.split, describe(h.candidate), describe(h.baseline),
-                            stats[0], stats[1], interval, outcome, steps)
+    return HypothesisResult(
+        h.id,
+        h.role,
+        h.question,
+        h.split,
+        describe(h.candidate),
+        describe(h.baseline),
+        stats[0],
+        stats[1],
+        interval,
+        outcome,
+        steps,
+    )
 
 
 def judge_plan(plan: Plan, finished: list[RunRecord]) -> Registered:
-    return Registered(plan.path, plan.threshold, plan.level, plan.each_level, plan.correction,
-                      max(plan.min_seeds, 2), [judge_hypothesis(h, plan, finished) for h in plan.hypotheses])
+    return Registered(
+        plan.path,
+        plan.threshold,
+        plan.level,
+        plan.each_level,
+        plan.correction,
+        max(plan.min_seeds, 2),
+        [judge_hypothesis(h, plan, finished) for h in plan.hypotheses],
+    )
 
 
 def plan_warnings(reg: Registered) -> list[str]:
     """Comparisons whose runs are of different lengths: the plan fixes one length for all."""
-    return [f"{r.id}: its runs trained for different numbers of steps ({', '.join(map(str, r.steps))})"
-            for r in reg.results if len(r.steps) > 1]
+    return [
+        f"{r.id}: its runs trained for different numbers of steps ({', '.join(map(str, r.steps))})"
+        for r in reg.results
+        if len(r.steps) > 1
+    ]
 
 
 def sentence(r: HypothesisResult, reg: Registered) -> str:
     """The verdict on one hypothesis in words."""
     if r.outcome == NOT_RUN:
-        return (f"{r.id} ({r.role}) was not run: it needs ≥ {reg.min_seeds} finished seeds of each arm "
-                f"({r.candidate_mse.n} and {r.baseline_mse.n} finished).")
+        return (
+            f"{r.id} ({r.role}) was not run: it needs ≥ {reg.min_seeds} finished seeds of each arm "
+            f"({r.candidate_mse.n} and {r.baseline_mse.n} finished)."
+        )
     iv = r.interval
-    where = {HOLDS: "the whole interval lies at or below", DOES_NOT_HOLD: "the whole interval lies above",
-             INCONCLUSIVE: "the interval straddles"}[r.outcome]
-    return (f"{r.id} ({r.role}, {r.split}) {r.outcome}: `{r.candidate}` differs from `{r.baseline}` by "
-            f"{100 * iv.point:+.1f} % (ratio of geometric means, {r.candidate_mse.n} vs {r.baseline_mse.n} seeds; "
-            f"simultaneous {100 * reg.level:.0f} % interval over the plan's {len(reg.results)} hypotheses, "
-            f"each a {100 * reg.each_level:.2f} % Welch interval: {100 * iv.lo:+.1f} % to {100 * iv.hi:+.1f} %); "
-            f"{where} {100 * reg.threshold:+.0f} %.")
+    where = {
+        HOLDS: "the whole interval lies at or below",
+        DOES_NOT_HOLD: "the whole interval lies above",
+        INCONCLUSIVE: "the interval straddles",
+    }[r.outcome]
+    return (
+        f"{r.id} ({r.role}, {r.split}) {r.outcome}: `{r.candidate}` differs from `{r.baseline}` by "
+        f"{100 * iv.point:+.1f} % (ratio of geometric means, {r.candidate_mse.n} vs {r.baseline_mse.n} seeds; "
+        f"simultaneous {100 * reg.level:.0f} % interval over the plan's {len(reg.results)} hypotheses, "
+        f"each a {100 * reg.each_level:.2f} % Welch interval: {100 * iv.lo:+.1f} % to {100 * iv.hi:+.1f} %); "
+        f"{where} {100 * reg.threshold:+.0f} %."
+    )

@@ -13,14 +13,16 @@ from ired_mining.report.records import RunRecord
 from ired_mining.report.results import Reference, Scaling
 
 PLOT_DPI = 100
-CURVES_SIZE = (12, 8)       # inches: 1200 × 800 px learning-curve figure
-SCALING_SIZE = (12, 4.5)    # inches: 1200 × 450 px scaling figure
+CURVES_SIZE = (12, 8)  # inches: 1200 × 800 px learning-curve figure
+SCALING_SIZE = (12, 4.5)  # inches: 1200 × 450 px scaling figure
 
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")  # files only: works on a cluster node without a display
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -50,8 +52,8 @@ def colour(name: str, index: int) -> str:
     return dict(zip(STRATEGIES, STRATEGY_COLOURS)).get(name, f"C{(index + 3) % 10}")
 
 
-FEW_LINES = 5               # up to this many configurations: a legend in each panel, matplotlib's colours
-MARKERS = "osD^v<>pP*Xh"   # beyond: tab20's colours with these markers tell up to 20 apart
+FEW_LINES = 5  # up to this many configurations: a legend in each panel, matplotlib's colours
+MARKERS = "osD^v<>pP*Xh"  # beyond: tab20's colours with these markers tell up to 20 apart
 
 
 def line_styles(names: list[str]) -> dict[str, tuple[str, str]]:
@@ -71,7 +73,9 @@ def legend_below(fig, ax, ncols: int = 3) -> None:
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8)
 
 
-def band_over_seeds(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def band_over_seeds(
+    runs: list[RunRecord], key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per evaluation step: the step, mean train seconds, mean, min and max of `key` over seeds."""
     by_step: dict[int, list[tuple[float, float]]] = {}
     for r in runs:
@@ -82,11 +86,18 @@ def band_over_seeds(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.nda
     cols = [np.array([[s, v] for s, v in by_step[int(k)]]) for k in steps]
     secs = np.array([c[:, 0].mean() for c in cols])
     vals = [c[:, 1] for c in cols]
-    return steps, secs, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]), np.array([v.max() for v in vals])
+    return (
+        steps,
+        secs,
+        np.array([v.mean() for v in vals]),
+        np.array([v.min() for v in vals]),
+        np.array([v.max() for v in vals]),
+    )
 
 
-def plot_learning_curves(groups: dict[str, list[RunRecord]], splits: list[str], refs: dict[str, Reference],
-                         path: Path) -> None:
+def plot_learning_curves(
+    groups: dict[str, list[RunRecord]], splits: list[str], refs: dict[str, Reference], path: Path
+) -> None:
     plt = _pyplot()
     styles = line_styles(list(groups))
     many = len(groups) > FEW_LINES  # a grid: one legend under the panels rather than over the curves
@@ -101,8 +112,14 @@ def plot_learning_curves(groups: dict[str, list[RunRecord]], splits: list[str], 
                     continue
                 x = secs if use_seconds else steps
                 line_colour, marker = styles[name]
-                ax.plot(x, mean, color=line_colour, marker=marker, ms=3 if not many else 4,
-                        label=f"{name} ({len(runs)} seeds)")
+                ax.plot(
+                    x,
+                    mean,
+                    color=line_colour,
+                    marker=marker,
+                    ms=3 if not many else 4,
+                    label=f"{name} ({len(runs)} seeds)",
+                )
                 ax.fill_between(x, lo, hi, color=line_colour, alpha=0.2, linewidth=0)
             finish_panel(ax, split, refs[split].zero_mse, xlabel, f"{split}: MSE vs {xlabel}", legend=not many)
     if many:
@@ -134,7 +151,7 @@ class Line:
     mean: list[float]
     lo: list[float] | None = None
     hi: list[float] | None = None
-    style: str = "-"        # matplotlib line style: a configuration's evaluation variants are dashed
+    style: str = "-"  # matplotlib line style: a configuration's evaluation variants are dashed
 
 
 def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: Path) -> None:
@@ -146,8 +163,13 @@ def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: P
             ax.plot(line.steps, line.mean, color=line.colour, ls=line.style, marker="o", label=line.label)
             if line.lo is not None:
                 ax.fill_between(line.steps, line.lo, line.hi, color=line.colour, alpha=0.2, linewidth=0)
-        finish_panel(ax, split, zero[split], "inner energy-descent steps per level (test time)",
-                     f"{split}: MSE vs test-time inner steps")
+        finish_panel(
+            ax,
+            split,
+            zero[split],
+            "inner energy-descent steps per level (test time)",
+            f"{split}: MSE vs test-time inner steps",
+        )
         ax.set_xticks(sorted({k for line in split_lines for k in line.steps}))
     fig.savefig(path)
     plt.close(fig)
@@ -156,9 +178,17 @@ def scaling_figure(lines: dict[str, list[Line]], zero: dict[str, float], path: P
 def plot_scaling(scaling: Scaling, splits: list[str], refs: dict[str, Reference], path: Path) -> None:
     """One colour per configuration; its evaluation variants (sampler.backtrack=0.5, ...) dashed."""
     styles = line_styles(list(dict.fromkeys(c.configuration for c in scaling.strategies.values())))
-    lines = {split: [Line(f"{name} ({curve.n} runs)", styles[curve.configuration][0], curve.inner_steps,
-                          *([getattr(p, k) for p in curve.splits[split]] for k in ("mean", "min", "max")),
-                          style="--" if curve.variant else "-")
-                     for name, curve in scaling.strategies.items()]
-             for split in splits}
+    lines = {
+        split: [
+            Line(
+                f"{name} ({curve.n} runs)",
+                styles[curve.configuration][0],
+                curve.inner_steps,
+                *([getattr(p, k) for p in curve.splits[split]] for k in ("mean", "min", "max")),
+                style="--" if curve.variant else "-",
+            )
+            for name, curve in scaling.strategies.items()
+        ]
+        for split in splits
+    }
     scaling_figure(lines, {split: refs[split].zero_mse for split in splits}, path)

@@ -15,14 +15,14 @@ from ired_mining.rundir import RunDir, cpu_model, installed_version
 
 @dataclass
 class Provenance:
-    commands: list[str]            # the ired-train command line, and the sweep grid of a preset
-    cwd: str                       # where the command ran
-    launcher: str                  # Hydra launcher's class ("" for a single run)
-    runs_hydra: list[str]          # Hydra versions the runs recorded
-    runs_env: list[dict]           # the distinct environments the runs recorded (rundir.Environment)
+    commands: list[str]  # the ired-train command line, and the sweep grid of a preset
+    cwd: str  # where the command ran
+    launcher: str  # Hydra launcher's class ("" for a single run)
+    runs_hydra: list[str]  # Hydra versions the runs recorded
+    runs_env: list[dict]  # the distinct environments the runs recorded (rundir.Environment)
     devices_configured: list[str]  # hardware.device of the runs' configs
-    report_env: dict[str, str]     # versions on the machine that wrote the report
-    report_machine: dict           # platform, cpu, cores of that machine
+    report_env: dict[str, str]  # versions on the machine that wrote the report
+    report_machine: dict  # platform, cpu, cores of that machine
 
 
 def provenance(sweep_dir: Path, runs: list[RunRecord]) -> Provenance:
@@ -52,9 +52,19 @@ def provenance(sweep_dir: Path, runs: list[RunRecord]) -> Provenance:
             run_env.append(json.dumps(r.final["env"], sort_keys=True))
     devices = sorted({str(r.config.get("hardware", {}).get("device", "?")) for r in runs if r.config})
     return Provenance(
-        commands=commands, cwd=cwd, launcher=launcher, runs_hydra=sorted(hydra_versions),
-        runs_env=[json.loads(e) for e in sorted(set(run_env))], devices_configured=devices,
-        report_env={"python": platform.python_version(), "torch": installed_version("torch"),
-                    "hydra-core": installed_version("hydra-core"), "omegaconf": installed_version("omegaconf"),
-                    "numpy": installed_version("numpy"), "ired-mining": installed_version("ired-mining")},
-        report_machine={"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count()})
+        commands=commands,
+        cwd=cwd,
+        launcher=launcher,
+        runs_hydra=sorted(hydra_versions),
+        runs_env=[json.loads(e) for e in sorted(set(run_env))],
+        devices_configured=devices,
+        report_env={
+            "python": platform.python_version(),
+            "torch": installed_version("torch"),
+            "hydra-core": installed_version("hydra-core"),
+            "omegaconf": installed_version("omegaconf"),
+            "numpy": installed_version("numpy"),
+            "ired-mining": installed_version("ired-mining"),
+        },
+        report_machine={"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count()},
+    )

@@ -30,9 +30,9 @@ class RunRecord:
     status: str
     path: Path | None = None
     error: str = ""
-    final: dict = field(default_factory=dict)        # metrics.json: step, timings, "<split>/<metric>", env
+    final: dict = field(default_factory=dict)  # metrics.json: step, timings, "<split>/<metric>", env
     curve: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per evaluation
-    config: dict = field(default_factory=dict)       # .hydra/config.yaml, unresolved
+    config: dict = field(default_factory=dict)  # .hydra/config.yaml, unresolved
     overrides: list[str] = field(default_factory=list)
     scaling: dict[str, dict] = field(default_factory=dict)  # ired-eval --scaling, by variant: read_scaling
 
@@ -103,9 +103,14 @@ def from_job_state(state: dict, root: Path, defaults: dict) -> RunRecord:
         record = read_run(path, root)
     else:
         seed = _override_value(state["overrides"], "seed")
-        record = RunRecord(name=path.name, path=None, overrides=list(state["overrides"]), status=MISSING,
-                           strategy=_override_value(state["overrides"], "mining") or defaults["strategy"],
-                           seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else defaults["seed"])
+        record = RunRecord(
+            name=path.name,
+            path=None,
+            overrides=list(state["overrides"]),
+            status=MISSING,
+            strategy=_override_value(state["overrides"], "mining") or defaults["strategy"],
+            seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else defaults["seed"],
+        )
     # The sweep module's reading of the state wins: it is the same one the end-of-sweep table shows.
     record.status, record.error = state["state"], state["error"] or record.error
     return record
@@ -120,13 +125,20 @@ def collect(sweep_dir: Path) -> tuple[list[RunRecord], list[str]]:
     try:
         states = job_states(sweep_dir)
     except SweepError as err:
-        return find_runs(sweep_dir), [f"the sweep's jobs could not be expanded ({err}); jobs that never "
-                                      "started cannot be listed"]
+        return find_runs(sweep_dir), [
+            f"the sweep's jobs could not be expanded ({err}); jobs that never started cannot be listed"
+        ]
     multirun = load_yaml(sweep_dir / "multirun.yaml")
     defaults = {"strategy": str(multirun.get("mining", {}).get("name", "?")), "seed": multirun.get("seed")}
     runs = [from_job_state(state, sweep_dir, defaults) for state in states]
     known = {r.path.resolve() for r in runs if r.path is not None}
     extra = [r for r in find_runs(sweep_dir) if r.path.resolve() not in known]
-    notes = [f"{len(extra)} run director{'y' if len(extra) == 1 else 'ies'} below {sweep_dir} "
-             "not part of the sweep's definition; included"] if extra else []
+    notes = (
+        [
+            f"{len(extra)} run director{'y' if len(extra) == 1 else 'ies'} below {sweep_dir} "
+            "not part of the sweep's definition; included"
+        ]
+        if extra
+        else []
+    )
     return runs + extra, notes

@@ -57,7 +57,7 @@ class SplitResult:
 class Timing:
     seconds_per_step: Stat
     mine_ms: Stat
-    mining_share: float     # mining's share of a training step
+    mining_share: float  # mining's share of a training step
     train_seconds: Stat
 
 
@@ -89,12 +89,12 @@ class AtLimit:
 
 @dataclass
 class EqualSteps(AtLimit):
-    all_final: bool         # every run trained exactly `limit` steps: the final table is this one
+    all_final: bool  # every run trained exactly `limit` steps: the final table is this one
 
 
 @dataclass
 class EqualTime(AtLimit):
-    fastest: str            # the strategy whose mean training time is the limit
+    fastest: str  # the strategy whose mean training time is the limit
 
 
 @dataclass
@@ -103,7 +103,7 @@ class ScalingCurve:
     configuration under one evaluation variant ("" for the run's own sampler settings)."""
 
     configuration: str
-    variant: str            # ired-eval's overrides, e.g. sampler.backtrack=0.5
+    variant: str  # ired-eval's overrides, e.g. sampler.backtrack=0.5
     inner_steps: list[int]
     n: int
     splits: dict[str, list[Spread]]
@@ -111,16 +111,16 @@ class ScalingCurve:
 
 @dataclass
 class Scaling:
-    strategies: dict[str, ScalingCurve]   # by `configuration` or `configuration · variant`
-    settings: list[dict]    # the distinct evaluation settings the runs' scaling used, each variant's own overrides aside
+    strategies: dict[str, ScalingCurve]  # by `configuration` or `configuration · variant`
+    settings: list[dict]  # the distinct evaluation settings the runs' scaling used, each variant's own overrides aside
 
 
 @dataclass
 class Verdict:
-    outcome: str                  # clears | does not clear | inconclusive
+    outcome: str  # clears | does not clear | inconclusive
     welch: Interval | None
     bootstrap: Interval | None
-    n: list[int]                  # seeds of the treatment and of the baseline
+    n: list[int]  # seeds of the treatment and of the baseline
     text: str
 
 
@@ -151,14 +151,15 @@ class Problem:
 
 # ================================================================ a grid of configurations
 
+
 @dataclass
 class GridChange:
     """One configuration's change against the baseline on one split, corrected for multiplicity."""
 
-    welch: Interval             # 95 % Welch interval, uncorrected
-    simultaneous: Interval      # Bonferroni: level 1 − 0.05/m, m the comparisons on this split
-    p: float                    # Welch's two-sided p-value (H0: no change)
-    p_holm: float               # Holm-adjusted over the m comparisons on this split
+    welch: Interval  # 95 % Welch interval, uncorrected
+    simultaneous: Interval  # Bonferroni: level 1 − 0.05/m, m the comparisons on this split
+    p: float  # Welch's two-sided p-value (H0: no change)
+    p_holm: float  # Holm-adjusted over the m comparisons on this split
 
 
 @dataclass
@@ -167,13 +168,13 @@ class GridPoint:
 
     label: str
     strategy: str
-    settings: dict[str, str]    # every factor of the grid: key → value (JSON text) in this configuration
+    settings: dict[str, str]  # every factor of the grid: key → value (JSON text) in this configuration
     n: int
     mse: dict[str, Stat]
     mse_interval: dict[str, list[float]]  # 95 % t interval of the mean MSE, per split
-    change: dict[str, GridChange]         # absent for the baseline
-    neg_dist: Stat              # RMS distance of the negatives to the truth, last training window
-    neg_gap: Stat               # E⁻ − E⁺, last training window
+    change: dict[str, GridChange]  # absent for the baseline
+    neg_dist: Stat  # RMS distance of the negatives to the truth, last training window
+    neg_gap: Stat  # E⁻ − E⁺, last training window
     ms_per_step: Stat
     equal_time_mse: dict[str, Stat]
 
@@ -191,12 +192,12 @@ class GridMap:
 
 @dataclass
 class Grid:
-    factors: list[str]          # config keys that vary between configurations (seed excluded)
-    reference: dict[str, str]   # the value each factor has unless a configuration says otherwise
+    factors: list[str]  # config keys that vary between configurations (seed excluded)
+    reference: dict[str, str]  # the value each factor has unless a configuration says otherwise
     comparisons: dict[str, int]  # split → m, comparisons with a defined test
-    level: float                # family-wise level of the simultaneous intervals
+    level: float  # family-wise level of the simultaneous intervals
     points: list[GridPoint]
-    best: str | None            # lowest point estimate on the primary split among the compared ones with negatives
+    best: str | None  # lowest point estimate on the primary split among the compared ones with negatives
     map: GridMap | None
 
 
@@ -204,7 +205,7 @@ class Grid:
 class Analysis:
     sweep_dir: str
     splits: list[str]
-    strategies: list[str]         # finished strategies, baseline first
+    strategies: list[str]  # finished strategies, baseline first
     baseline: str
     treatment: str
     criterion: float
@@ -217,17 +218,22 @@ class Analysis:
     floor: list[str]
     equal_steps: EqualSteps | None  # None when no run finished
     equal_time: EqualTime | None
-    scaling: Scaling | None         # None until ired-eval --scaling has run
+    scaling: Scaling | None  # None until ired-eval --scaling has run
     problems: list[Problem]
     provenance: Provenance
-    grid: Grid | None = None        # None unless settings besides the strategy vary
+    grid: Grid | None = None  # None unless settings besides the strategy vary
     registered: Registered | None = None  # the plan's hypotheses, judged (None without a plan.yaml)
     regressor: dict[str, Stat] | None = None  # the feed-forward baseline's MSE per split, where the sweep has it
 
     def to_json(self) -> dict:
         out = asdict(self)
-        for key in ("equal_steps", "equal_time", "grid", "registered", "regressor"):  # absent, not null, when no run finished / no grid
+        for key in (
+            "equal_steps",
+            "equal_time",
+            "grid",
+            "registered",
+            "regressor",
+        ):  # absent, not null, when no run finished / no grid
             if out[key] is None:
                 del out[key]
         return out
-

@@ -15,18 +15,18 @@ from ired_mining.report.results import Analysis, Change, Stat, Timing
 class StrategyRow:
     strategy: str
     seeds: int
-    mse: list[Stat]                 # per split
-    change: list[Change | None]     # per split; None where there is no comparison
+    mse: list[Stat]  # per split
+    change: list[Change | None]  # per split; None where there is no comparison
     is_baseline: bool
     timing: Timing | None = None
-    reached: Stat | None = None     # steps reached (the equal wall-clock comparison)
+    reached: Stat | None = None  # steps reached (the equal wall-clock comparison)
 
 
 @dataclass
 class ReferenceRow:
     label: str
-    mse: list[float]                # per split
-    detail: str = ""                # said in summary.md only; the console keeps to 80 columns
+    mse: list[float]  # per split
+    detail: str = ""  # said in summary.md only; the console keeps to 80 columns
 
 
 @dataclass
@@ -39,29 +39,42 @@ class MainTable:
     with_reached: bool = False
 
 
-def main_table(a: Analysis, part=None, with_timing: bool = True, with_references: bool = True,
-               with_reached: bool = False) -> MainTable:
+def main_table(
+    a: Analysis, part=None, with_timing: bool = True, with_references: bool = True, with_reached: bool = False
+) -> MainTable:
     """The table of `part` (the final results by default; or an equal-steps or equal-time comparison)."""
     part = part or a.final
     rows = []
     for name in a.strategies:
-        rows.append(StrategyRow(
-            strategy=name, seeds=part.splits[a.splits[0]].stats[name].n,
-            mse=[part.splits[s].stats[name] for s in a.splits],
-            change=[None if name == a.baseline else part.splits[s].change.get(name) for s in a.splits],
-            is_baseline=name == a.baseline,
-            timing=a.final.timing[name] if with_timing else None,
-            reached=part.reached[name].step if with_reached else None))
-    refs = [ReferenceRow("zero predictor", [a.references[s].zero_mse for s in a.splits]),
-            ReferenceRow("exact solver", [a.references[s].exact_mse for s in a.splits], detail="LAPACK")]
+        rows.append(
+            StrategyRow(
+                strategy=name,
+                seeds=part.splits[a.splits[0]].stats[name].n,
+                mse=[part.splits[s].stats[name] for s in a.splits],
+                change=[None if name == a.baseline else part.splits[s].change.get(name) for s in a.splits],
+                is_baseline=name == a.baseline,
+                timing=a.final.timing[name] if with_timing else None,
+                reached=part.reached[name].step if with_reached else None,
+            )
+        )
+    refs = [
+        ReferenceRow("zero predictor", [a.references[s].zero_mse for s in a.splits]),
+        ReferenceRow("exact solver", [a.references[s].exact_mse for s in a.splits], detail="LAPACK"),
+    ]
     if a.regressor:  # the feed-forward baseline, where the sweep trained one (model=regressor)
         n = a.regressor[a.splits[0]].n
-        refs.append(ReferenceRow("feed-forward regressor", [a.regressor[s].mean for s in a.splits],
-                                 detail=f"MSE on A⁻¹, mean of {n} seed{'s' * (n != 1)}"))
+        refs.append(
+            ReferenceRow(
+                "feed-forward regressor",
+                [a.regressor[s].mean for s in a.splits],
+                detail=f"MSE on A⁻¹, mean of {n} seed{'s' * (n != 1)}",
+            )
+        )
     return MainTable(a.splits, a.baseline, rows, refs if with_references else [], with_timing, with_reached)
 
 
 # ================================================================ numbers
+
 
 def fmt_stat(st: Stat | None) -> str:
     if not st or st.n == 0:
@@ -88,6 +101,7 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 # ================================================================ markdown
 
+
 def to_markdown(t: MainTable) -> str:
     header = ["strategy", "seeds"]
     for split in t.splits:
@@ -100,8 +114,10 @@ def to_markdown(t: MainTable) -> str:
         for st, change in zip(r.mse, r.change):
             row += [fmt_stat(st), "baseline" if r.is_baseline else fmt_change(change)]
         if t.with_timing:
-            row += [f"{r.timing.seconds_per_step.mean * 1e3:.3g}",
-                    f"{r.timing.mine_ms.mean:.3g} ({pct(r.timing.mining_share, sign=False)})"]
+            row += [
+                f"{r.timing.seconds_per_step.mean * 1e3:.3g}",
+                f"{r.timing.mine_ms.mean:.3g} ({pct(r.timing.mining_share, sign=False)})",
+            ]
         if t.with_reached:
             row += [fmt_stat(r.reached)]
         rows.append(row)
@@ -113,6 +129,7 @@ def to_markdown(t: MainTable) -> str:
 
 
 # ================================================================ console
+
 
 def to_rich(t: MainTable, title: str):
     """A rich Table narrowed to fit 80 columns: seeds beside the name, whole percent, no timing."""
@@ -129,10 +146,10 @@ def to_rich(t: MainTable, title: str):
         table.add_column(f"{split} MSE", justify="right", no_wrap=True)
         table.add_column(f"vs {t.baseline}, %", justify="right", no_wrap=True)
     for r in t.rows:
-        cells = [c for st, ch in zip(r.mse, r.change)
-                 for c in (fmt_stat(st), "baseline" if r.is_baseline else change(ch))]
+        cells = [
+            c for st, ch in zip(r.mse, r.change) for c in (fmt_stat(st), "baseline" if r.is_baseline else change(ch))
+        ]
         table.add_row(f"{r.strategy} ({r.seeds})", *cells)
     for ref in t.references:
         table.add_row(ref.label, *(c for v in ref.mse for c in (f"{v:.4g}", "")), style="dim")
     return table
-

@@ -20,8 +20,9 @@ PLOTS = {"curves": "learning_curves.png", "scaling": "scaling.png"}
 GRID_PLOTS = {"heatmap": "grid_heatmap.png", "distance": "mse_vs_negative_distance.png"}
 
 
-def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = None,
-                 candidate: str | None = None) -> Path:
+def write_report(
+    sweep_dir: Path | str, console=None, plan: Path | str | None = None, candidate: str | None = None
+) -> Path:
     """Write summary.md, summary.json, runs.csv and the plots into `sweep_dir`; return summary.md's path.
 
     With a rich Console, also print the main table and the verdict there. A registered plan (`plan`,
@@ -35,8 +36,10 @@ def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = 
     if not runs:
         raise ReportError(f"no runs under {sweep_dir} (no .hydra/config.yaml below it, no multirun.yaml)")
     if candidate and candidate not in {r.strategy for r in runs}:
-        raise ReportError(f"--candidate {candidate}: no run of it under {sweep_dir}; its strategies are "
-                          + ", ".join(sorted({r.strategy for r in runs})))
+        raise ReportError(
+            f"--candidate {candidate}: no run of it under {sweep_dir}; its strategies are "
+            + ", ".join(sorted({r.strategy for r in runs}))
+        )
     a = analyse(sweep_dir, runs, notes, find_plan(sweep_dir, plan), candidate)
     finished = [r for r in runs if r.finished]
     if finished:
@@ -44,6 +47,7 @@ def write_report(sweep_dir: Path | str, console=None, plan: Path | str | None = 
         plot_learning_curves(groups, a.splits, a.references, sweep_dir / PLOTS["curves"])
     if a.grid:
         from ired_mining.report.grid_plots import plot_distance, plot_heatmap
+
         if a.grid.map:
             plot_heatmap(a.grid, a.splits, a.baseline, sweep_dir / GRID_PLOTS["heatmap"])
         plot_distance(a.grid, a.splits, a.baseline, sweep_dir / GRID_PLOTS["distance"])
@@ -68,12 +72,29 @@ def write_csv(runs: list[RunRecord], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_FIRST + metric_keys + ["overrides"])
-        for r in sorted(runs, key=lambda r: (strategy_order({r.strategy, BASELINE}).index(r.strategy), r.strategy,
-                                             r.seed if r.seed is not None else -1)):
-            writer.writerow([r.name, r.strategy, r.seed, r.status, r.error, r.final.get("step", ""),
-                             r.final.get("train_seconds", ""), r.final.get("seconds_per_step", ""),
-                             mining_ms(r.curve) if r.curve else "", *(r.final.get(k, "") for k in metric_keys),
-                             " ".join(r.overrides)])
+        for r in sorted(
+            runs,
+            key=lambda r: (
+                strategy_order({r.strategy, BASELINE}).index(r.strategy),
+                r.strategy,
+                r.seed if r.seed is not None else -1,
+            ),
+        ):
+            writer.writerow(
+                [
+                    r.name,
+                    r.strategy,
+                    r.seed,
+                    r.status,
+                    r.error,
+                    r.final.get("step", ""),
+                    r.final.get("train_seconds", ""),
+                    r.final.get("seconds_per_step", ""),
+                    mining_ms(r.curve) if r.curve else "",
+                    *(r.final.get(k, "") for k in metric_keys),
+                    " ".join(r.overrides),
+                ]
+            )
 
 
 def json_safe(obj):
@@ -93,12 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
 
     parser = argparse.ArgumentParser(
-        prog="ired-report", description="Turn a sweep directory into summary.md, summary.json, runs.csv and plots.")
+        prog="ired-report", description="Turn a sweep directory into summary.md, summary.json, runs.csv and plots."
+    )
     parser.add_argument("sweep_dir", help="a multirun directory, or one run directory")
     parser.add_argument("--plan", help=f"a registered plan to judge (default: the sweep's {PLAN_FILE}, if any)")
-    parser.add_argument("--candidate", metavar="STRATEGY",
-                        help=f"the strategy the verdict judges against {BASELINE} (default: adversarial, or the "
-                             f"sweep's one other strategy); other baselines: a plan")
+    parser.add_argument(
+        "--candidate",
+        metavar="STRATEGY",
+        help=f"the strategy the verdict judges against {BASELINE} (default: adversarial, or the "
+        f"sweep's one other strategy); other baselines: a plan",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()
     if not console.is_terminal:  # piped: rich would assume 80 columns and cut the table's cells
@@ -109,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ired-report: error: {err}", file=sys.stderr)
         sys.exit(1)
     except OSError as err:  # a full or read-only disk: the files written before it stay as they were
-        print(f"ired-report: error: could not write {err.filename or 'the report'}: {err.strerror or err}",
-              file=sys.stderr)
+        print(
+            f"ired-report: error: could not write {err.filename or 'the report'}: {err.strerror or err}",
+            file=sys.stderr,
+        )
         sys.exit(1)
