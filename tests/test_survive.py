@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_resume import RUN as RESUME_RUN
 from test_resume import assert_same_result  # bit for bit, every line, none lost or doubled
 
 from conftest import BIN, read_json, read_jsonl, run_cli
@@ -22,22 +23,8 @@ from conftest import BIN, read_json, read_jsonl, run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 # ~200 steps of a tiny model: long enough to be interrupted, seconds on an idle CPU.
-RUN = [
-    "dataset.n=4",
-    "model.hidden=32",
-    "model.time_dim=16",
-    "train.batch_size=64",
-    "train.steps=200",
-    "train.log_every=10",
-    "train.eval_every=50",
-    "checkpoint.every=20",
-    "checkpoint.keep=3",
-    "eval.size=64",
-    "eval.batch_size=64",
-    "hardware=cpu",
-    "hardware.threads=1",
-    "mining=adversarial",
-]
+# test_resume's run with a narrower model (a later override wins in Hydra).
+RUN = [*RESUME_RUN, "model.hidden=32"]
 # A checkpoint of this model is ~93 kB: a 200 kB disk fills up within the run.
 SMALL = [*RUN, "model.hidden=16"]
 # Seconds a run may take: generous, for a CI machine that other jobs keep busy (a niced run took
