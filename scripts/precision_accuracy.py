@@ -18,8 +18,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
+from ired_mining.report.records import load_yaml
 from ired_mining.rundir import RunDir
 from ired_mining.stats import mean_std, welch_relative_change
 
@@ -28,16 +27,17 @@ SPLITS = ("in_dist", "harder")
 
 def configuration(run: Path) -> tuple[str, int] | None:
     """(configuration, seed) of a run directory, or None for a directory that is not a run."""
-    overrides = run / ".hydra" / "overrides.yaml"
+    overrides = RunDir(run).overrides_yaml
     if not overrides.is_file():
         return None
     parts, seed = [], None
-    for item in yaml.safe_load(overrides.read_text()) or []:
-        key, _, value = str(item).partition("=")
-        if key.lstrip("+~") == "seed":
+    for item in map(str, load_yaml(overrides) or []):
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key == "seed":
             seed = int(value)
-        elif not key.lstrip("+~").startswith("hardware"):
-            parts.append(str(item))
+        elif not key.startswith("hardware"):
+            parts.append(item)
     return (",".join(sorted(parts)), seed) if seed is not None else None
 
 
