@@ -348,12 +348,13 @@ def submitted(stdout: str) -> tuple[int, str, Path, str]:
     return int(match[1]), match[2], Path(match[3]), match[4]
 
 
-# Checkpointed early and often, so a job can be requeued after its first checkpoint and still have
-# steps left (a few seconds of them on an idle 2-core machine, minutes on a loaded one).
+# Checkpointed early and often, so a job can be requeued after its first checkpoint (step 25) and still
+# have 1,475 steps left: about 10 s of them on an idle 2-core Intel Xeon, minutes on a loaded machine. With
+# 300 steps a fast CI machine once finished the run before the requeue reached it, and nothing resumed.
 DETACHED = [a for a in TINY_ANY_HARDWARE if not a.startswith(("train.", "checkpoint."))] + [
-    "train.steps=300",
-    "train.log_every=25",
-    "train.eval_every=150",
+    "train.steps=1500",
+    "train.log_every=250",
+    "train.eval_every=750",
     "checkpoint.every=25",
 ]
 
@@ -387,7 +388,9 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     jobs = expected_jobs(sweep)
     assert all("wait" not in j.dir.name for j in jobs)  # hardware.wait stays out of the job names
     assert [launcher_job_id_or_recorded(sweep, j.num) for j in jobs] == [f"{array_id}_0", f"{array_id}_1"]
-    wait_for("a checkpoint of job 1", lambda: list((jobs[1].dir / "checkpoints").glob("step_*.pt")), timeout=600)
+    wait_for(
+        "a checkpoint of job 1", lambda: list((jobs[1].dir / "checkpoints").glob("step_*.pt")), timeout=600, every=0.05
+    )
     requeued = f"{array_id}_1"
     # Requeued and held (as a pre-emption would requeue it), so that it stays pending however long job 0
     # takes; released below.
@@ -430,7 +433,7 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     # The table was written after the requeued job ended, and that job resumed from its checkpoint.
     assert (sweep / "jobs.json").stat().st_mtime >= (jobs[1].dir / "metrics.json").stat().st_mtime
     (resumed,) = re.findall(r"resumed from step (\d+)", (jobs[1].dir / "train.log").read_text())
-    assert 0 < int(resumed) < 300
+    assert 0 < int(resumed) < 1500
     follow_up_log = (sweep / ".submitit" / follow_up / f"{follow_up}_0_log.out").read_text()
     assert (
         "2 finished, 0 failed" in re.sub(r"\s+", " ", follow_up_log) and "Job completed successfully" in follow_up_log
