@@ -209,7 +209,7 @@ def compiled(fn):
 
 
 def compiling(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.compile", default=False))
+    return bool(cfg.hardware.compile)
 
 
 def step_loss(
