@@ -34,14 +34,16 @@ import ired_mining  # noqa: F401  first: it sets a short OpenMP spin before torc
 
 # isort: split
 import argparse  # noqa: E402
+import enum  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import ClassVar  # noqa: E402
 
 import torch  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
@@ -372,196 +374,365 @@ def agreement(cfg, batch: int, device: torch.device) -> dict:
     return out
 
 
+# ================================================================ the records
+
+
+class Absent(enum.Enum):
+    """A key a record's JSON leaves out, unlike None, which is written as null: a figure that could
+    not be measured here (a peak memory without /proc)."""
+
+    KEY = "absent"
+
+
+ABSENT = Absent.KEY
+
+
+class Record:
+    """What the three kinds of record share: the limits they are set against once the run's matmul
+    rates are known, the case a bf16-mixed record's fp32 twin shares, and their JSON."""
+
+    def against_limits(self, matmul_rate: float, memory_mib: float | None):
+        """The record with its figures over the matmul rate of its precision and the device's memory."""
+        changes = {"matmul_flops_per_s": matmul_rate, "fraction_of_matmul": self.flops_per_s / matmul_rate}
+        if (b := getattr(self, "breakdown", ABSENT)) is not ABSENT:
+            changes["breakdown"] = replace(b, matmul_fraction_of_matmul_rate=b.matmul_flops_per_s_in_step / matmul_rate)
+        peak = getattr(self, "peak_mem_mib", ABSENT)
+        if peak is not ABSENT and peak is not None and memory_mib:
+            changes["fraction_of_memory"] = peak / memory_mib
+        return replace(self, **changes)
+
+    def case(self) -> tuple:
+        """What a record and its twin in the other precision have in common."""
+        return (self.kind, self.strategy, self.batch, getattr(self, "compile", None), getattr(self, "graph", None))
+
+    def as_json(self) -> dict:
+        return asdict(self, dict_factory=lambda items: {k: v for k, v in items if v is not ABSENT})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Breakdown:
+    """Where a CPU training step's time goes (`breakdown`): ms per step by kind of op, the profiled
+    step's wall-clock, its matmuls' own rate and, once the limit is known, that rate's share of it."""
+
+    ms_per_step: dict[str, float]
+    profiled_step_ms: float
+    matmul_flops_per_s_in_step: float
+    matmul_fraction_of_matmul_rate: float | Absent = ABSENT
+
+
+# The fields' order is the JSON's key order (results/bench/*.json); ABSENT ones are left out.
+@dataclass(frozen=True, kw_only=True)
+class TrainRecord(Record):
+    """One training step's figures: the product's run (its peak memory, and against the yardstick
+    for adversarial at the largest batch), or one of its variants (compile, graph, precision)."""
+
+    kind: str = field(default="train", init=False)
+    strategy: str
+    batch: int
+    compile: bool
+    graph: bool
+    precision: str
+    flops_per_step: int
+    peak_mem_mib: float | None | Absent = ABSENT  # the product's run only
+    yardstick_flops_per_step: int | Absent = ABSENT
+    yardstick_peak_mem_mib: float | None | Absent = ABSENT
+    steps_per_s: float
+    step_ms: float
+    flops_per_s: float
+    yardstick_steps_per_s: float | Absent = ABSENT  # the cases timed beside the yardstick
+    speedup_vs_yardstick: float | Absent = ABSENT
+    matmul_flops_per_s_same_rounds: float | Absent = ABSENT
+    fraction_of_matmul_same_rounds: float | Absent = ABSENT
+    breakdown: Breakdown | Absent = ABSENT  # the product's run beside the yardstick, on a CPU
+    matmul_flops_per_s: float | Absent = ABSENT  # these from against_limits
+    fraction_of_matmul: float | Absent = ABSENT
+    fraction_of_memory: float | Absent = ABSENT
+    speedup_vs_fp32: float | Absent = ABSENT  # a bf16-mixed record with an fp32 twin
+
+    @property
+    def mode(self) -> str:
+        return mode_name(self.graph, self.compile, self.precision)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerRecord(Record):
+    """The sampler's figures, in the product's precision (against the yardstick too) or the other."""
+
+    kind: str = field(default="sampler", init=False)
+    strategy: str = field(default="sampler", init=False)
+    batch: int
+    inner_steps: int
+    precision: str
+    matrices_per_s: float
+    calls_per_s: float
+    flops_per_call: int
+    flops_per_s: float
+    peak_mem_mib: float | None | Absent = ABSENT  # the product's precision only
+    yardstick_matrices_per_s: float | Absent = ABSENT
+    yardstick_flops_per_call: int | Absent = ABSENT
+    speedup_vs_yardstick: float | Absent = ABSENT
+    matmul_flops_per_s: float | Absent = ABSENT
+    fraction_of_matmul: float | Absent = ABSENT
+    fraction_of_memory: float | Absent = ABSENT
+    speedup_vs_fp32: float | Absent = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataRecord(Record):
+    """Data generation, batched, against the yardstick's one item at a time."""
+
+    # Drawn in float32 whatever hardware.precision says: set against the fp32 limit (not a JSON key).
+    precision: ClassVar[str] = "32"
+    kind: str = field(default="data", init=False)
+    strategy: str = field(default="data", init=False)
+    batch: int
+    matrices_per_s: float
+    flops_per_call: int
+    flops_per_s: float
+    yardstick_matrices_per_s: float
+    speedup_vs_yardstick: float
+    matmul_flops_per_s: float | Absent = ABSENT
+    fraction_of_matmul: float | Absent = ABSENT
+
+
+def with_precision_ratios(records: list[Record]) -> list[Record]:
+    """Each bf16-mixed record with its speed over its fp32 twin's (the same case, mode and batch,
+    timed in the same rounds): `speedup_vs_fp32`."""
+    fp32 = {r.case(): r for r in records if r.precision == "32"}
+    return [
+        replace(r, speedup_vs_fp32=r.flops_per_s / fp32[r.case()].flops_per_s)
+        if r.precision == BF16 and r.case() in fp32
+        else r
+        for r in records
+    ]
+
+
 # ================================================================ the run
 
 
+@dataclass(frozen=True)
+class Variant:
+    """The product's step another way: hardware.compile, hardware.cuda_graph, hardware.precision."""
+
+    compile: bool
+    graph: bool
+    precision: str
+
+    def trainer(self, cfg, batch: int) -> Trainer:
+        cfg = with_precision(with_compile(cfg, self.compile), self.precision)
+        return (GraphedTrainer if self.graph else Trainer)(cfg, batch)
+
+
+def variants(cfg, name: str, gpu: bool, graphs: bool) -> dict[str, Variant]:
+    """The step with hardware.compile the other way (on a GPU for every strategy), on a GPU as CUDA
+    graphs (hardware.cuda_graph), compiled as configured and the other way, and in the other
+    precision (every strategy; adversarial also compiled the other way)."""
+    on, prec, other = compiles(cfg), precision(cfg), other_precision(cfg)
+    out = {"flipped": Variant(not on, False, prec)} if name == "adversarial" or gpu else {}
+    if gpu and graphs:
+        out |= {"graphed": Variant(on, True, prec), "graphed_flipped": Variant(not on, True, prec)}
+    out["precision"] = Variant(on, False, other)
+    if name == "adversarial":
+        out["precision_flipped"] = Variant(not on, False, other)
+    if gpu and graphs:
+        out["graphed_precision"] = Variant(on, True, other)
+    return out
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark run's plan, device, meter and memory gauge."""
+
+    plan: Plan
+    device: torch.device
+    meter: Meter
+    memory: PeakMemory
+    graphs: bool  # on a GPU, time the graphed steps too
+
+    @property
+    def gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def gpu_calls(self) -> int:
+        return 10 if self.gpu else 1  # a GPU is timed over blocks, never per call
+
+    def train_case(self, cfg, name: str, batch: int) -> list[TrainRecord]:
+        """The product's step of one strategy at one batch size and its variants, timed in the same
+        rounds; adversarial at the largest batch also beside the yardstick and the matmul limits."""
+        plan, meter, memory = self.plan, self.meter, self.memory
+        flops = count_flops(Trainer(with_compile(cfg, False), batch).step)
+        memory.reset()
+        runs = {"product": Trainer(cfg, batch)}
+        runs["product"].warm()  # first-call allocations, thread pools, compiling
+        product = {"peak_mem_mib": memory.peak_mib()}
+        rounds, beside_yardstick = plan.calls[batch], name == "adversarial" and batch == max(plan.batches)
+        if beside_yardstick:
+            memory.reset()
+            # Every call of every round draws a batch, plus the warm-up and the FLOP count.
+            runs["plain"] = PlainTrainer(cfg, batch, steps=plan.yardstick_calls * self.gpu_calls + 2)
+            runs["plain"].step()
+            product["yardstick_flops_per_step"] = count_flops(runs["plain"].step)
+            product["yardstick_peak_mem_mib"] = memory.peak_mib()
+            rounds = plan.yardstick_calls
+        fns = {k: run.step for k, run in runs.items()}
+        if beside_yardstick:  # the limits, timed in the same rounds as the steps
+            fns |= {"matmul": meter.matmul, "matmul_bf16": meter.matmul_bf16}
+        ways = variants(cfg, name, self.gpu, self.graphs)
+        for key, way in ways.items():
+            runs[key] = way.trainer(cfg, batch)
+            runs[key].warm()
+            fns[key] = runs[key].step
+        t = meter.interleaved(fns, rounds, self.gpu_calls)
+        if beside_yardstick and self.device.type == "cpu":
+            product["breakdown"] = Breakdown(**breakdown(runs["product"].step, plan.profile_calls, flops))
+        ways = {"product": Variant(compiles(cfg), False, precision(cfg))} | ways
+        return [
+            TrainRecord(
+                strategy=name,
+                batch=batch,
+                compile=way.compile,
+                graph=way.graph,
+                precision=way.precision,
+                flops_per_step=flops,
+                **(product if key == "product" else {}),
+                **timing(t, key, flops, meter.matmul_flops, way.precision),
+            )
+            for key, way in ways.items()
+        ]
+
+    def sampler_case(self, cfg) -> tuple[list[SamplerRecord], dict]:
+        """The sampler, product and yardstick and the product in the other precision in turn; and
+        how far the three samples lie apart."""
+        device, meter, memory = self.device, self.meter, self.memory
+        sb = self.plan.sampler_batch or cfg.eval.batch_size
+        trainer = Trainer(cfg, sb)
+        model, diffusion = trainer.model, trainer.diffusion
+        x = spd_batch(cfg.dataset.n, sb, cfg.dataset.lam, torch.Generator(device).manual_seed(2)).x
+        steps, scale = cfg.sampler.inner_steps, cfg.sampler.step_scale
+        gen = lambda: torch.Generator(device).manual_seed(3)  # noqa: E731
+        sample = lambda: diffusion.sample(model, x, steps, gen(), scale)  # noqa: E731
+        plain_sample = lambda: yardstick.plain_sample(model, diffusion, x, steps, gen(), scale)  # noqa: E731
+        # The same weights (the same seed builds them) in the other precision.
+        other_model = Trainer(with_precision(cfg, other_precision(cfg)), sb).model
+        other_sample = lambda: diffusion.sample(other_model, x, steps, gen(), scale)  # noqa: E731
+        memory.reset()
+        sample()
+        flops = count_flops(sample)
+        peak = memory.peak_mib()
+        plain_sample()
+        plain_flops = count_flops(plain_sample)
+        other_sample()
+        t = meter.interleaved(
+            {"product": sample, "plain": plain_sample, "precision": other_sample}, self.plan.sampler_calls
+        )
+        checks = {
+            "sampler_max_abs_diff": (sample() - plain_sample()).abs().max().item(),
+            "sampler_bf16_vs_fp32_rms_diff": (sample() - other_sample()).square().mean().sqrt().item(),
+        }
+        product = {
+            "peak_mem_mib": peak,
+            "yardstick_matrices_per_s": sb / t["plain"],
+            "yardstick_flops_per_call": plain_flops,
+            "speedup_vs_yardstick": t["plain"] / t["product"],
+        }
+        records = [
+            SamplerRecord(
+                batch=sb,
+                inner_steps=steps,
+                precision=p,
+                matrices_per_s=sb / t[key],
+                calls_per_s=1 / t[key],
+                flops_per_call=flops,
+                flops_per_s=flops / t[key],
+                **(product if key == "product" else {}),
+            )
+            for key, p in (("product", precision(cfg)), ("precision", other_precision(cfg)))
+        ]
+        return records, checks
+
+    def data_case(self, cfg) -> DataRecord:
+        """Data generation, batched against one item at a time, at the largest batch."""
+        device, db, calls = self.device, max(self.plan.batches), self.plan.sampler_calls
+        g = torch.Generator(device).manual_seed(4)
+        batched = lambda: spd_batch(cfg.dataset.n, db, cfg.dataset.lam, g)  # noqa: E731
+        items = iter(yardstick.item_loader(cfg.dataset.n, cfg.dataset.lam, db, calls + 2))
+        per_item = lambda: [v.to(device) for v in next(items)]  # noqa: E731
+        batched(), per_item()
+        flops = count_flops(batched)
+        t = self.meter.interleaved({"product": batched, "plain": per_item}, calls)
+        return DataRecord(
+            batch=db,
+            matrices_per_s=db / t["product"],
+            flops_per_call=flops,
+            flops_per_s=flops / t["product"],
+            yardstick_matrices_per_s=db / t["plain"],
+            speedup_vs_yardstick=t["plain"] / t["product"],
+        )
+
+
+def timing(t: dict[str, float], key: str, flops: int, matmul_flops: int, precision: str) -> dict:
+    """A training record's rates from the seconds per call of its rounds (`t`): its own, against the
+    yardstick and against the matmul of its precision where those were timed beside it."""
+    out = {"steps_per_s": 1 / t[key], "step_ms": 1e3 * t[key], "flops_per_s": flops / t[key]}
+    if "plain" in t:
+        out |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t[key]}
+    if "matmul" in t:
+        same = matmul_flops / t["matmul_bf16" if precision == BF16 else "matmul"]
+        out |= {"matmul_flops_per_s_same_rounds": same, "fraction_of_matmul_same_rounds": out["flops_per_s"] / same}
+    return out
+
+
 def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dict:
-    overrides = plan.overrides
-    base = compose_cfg(device.type, "adversarial", overrides)
+    base = compose_cfg(device.type, "adversarial", plan.overrides)
     configure_backend(base, device)
     # A GPU needs a larger product than a CPU to reach its rate.
     meter = Meter(device, plan.matmul_n if device.type == "cpu" else max(plan.matmul_n, 8192))
-    memory = PeakMemory(device)
-    gpu = device.type == "cuda"
-    gpu_calls = 10 if gpu else 1  # a GPU is timed over blocks, never per call
-    load_start, rss_start = os.getloadavg(), memory.current_mib()
+    bench = Bench(plan, device, meter, PeakMemory(device), graphs)
+    load_start, rss_start = os.getloadavg(), bench.memory.current_mib()
     meter.sample_matmul()
     records, checks = [], {}
-
-    # ------------------------------------------------ training, each strategy and batch
     for name in STRATEGIES:
-        cfg = compose_cfg(device.type, name, overrides)
+        cfg = compose_cfg(device.type, name, plan.overrides)
         for batch in plan.batches:
-            flops = count_flops(Trainer(with_compile(cfg, False), batch).step)
-            memory.reset()
-            runs = {"product": Trainer(cfg, batch)}
-            runs["product"].warm()  # first-call allocations, thread pools, compiling
-            record = {
-                "kind": "train",
-                "strategy": name,
-                "batch": batch,
-                "compile": compiles(cfg),
-                "graph": False,
-                "precision": precision(cfg),
-                "flops_per_step": flops,
-                "peak_mem_mib": memory.peak_mib(),
-            }
-            rounds = plan.calls[batch]
-            if name == "adversarial" and batch == max(plan.batches):
-                memory.reset()
-                # Every call of every round draws a batch, plus the warm-up and the FLOP count.
-                runs["plain"] = PlainTrainer(cfg, batch, steps=plan.yardstick_calls * gpu_calls + 2)
-                runs["plain"].step()
-                record |= {
-                    "yardstick_flops_per_step": count_flops(runs["plain"].step),
-                    "yardstick_peak_mem_mib": memory.peak_mib(),
-                }
-                rounds = plan.yardstick_calls
-                runs["matmul"] = runs["matmul_bf16"] = meter  # the limits, timed in the same rounds as the steps
-            # The same step with hardware.compile the other way (on a GPU for every strategy), on a
-            # GPU as CUDA graphs (hardware.cuda_graph), compiled as configured and the other way, and in
-            # the other precision (every strategy; adversarial also compiled the other way).
-            prec, other = precision(cfg), other_precision(cfg)
-            variants = {"flipped": (not compiles(cfg), False, prec)} if name == "adversarial" or gpu else {}
-            if gpu and graphs:
-                variants |= {"graphed": (compiles(cfg), True, prec), "graphed_flipped": (not compiles(cfg), True, prec)}
-            variants["precision"] = (compiles(cfg), False, other)
-            if name == "adversarial":
-                variants["precision_flipped"] = (not compiles(cfg), False, other)
-            if gpu and graphs:
-                variants["graphed_precision"] = (compiles(cfg), True, other)
-            for key, (compile_on, graph, p) in variants.items():
-                runs[key] = (GraphedTrainer if graph else Trainer)(
-                    with_precision(with_compile(cfg, compile_on), p), batch
-                )
-                runs[key].warm()
-            limits = {"matmul": meter.matmul, "matmul_bf16": meter.matmul_bf16}
-            t = meter.interleaved(
-                {k: limits[k] if run is meter else run.step for k, run in runs.items()}, rounds, gpu_calls
-            )
-            timed = {"product": record}
-            for key, (compile_on, graph, p) in variants.items():
-                timed[key] = {
-                    "kind": "train",
-                    "strategy": name,
-                    "batch": batch,
-                    "compile": compile_on,
-                    "graph": graph,
-                    "precision": p,
-                    "flops_per_step": flops,
-                }
-            for key, r in timed.items():
-                r |= {"steps_per_s": 1 / t[key], "step_ms": 1e3 * t[key], "flops_per_s": flops / t[key]}
-                if "plain" in t:
-                    r |= {"yardstick_steps_per_s": 1 / t["plain"], "speedup_vs_yardstick": t["plain"] / t[key]}
-                if "matmul" in t:
-                    same = meter.matmul_flops / t["matmul_bf16" if r["precision"] == BF16 else "matmul"]
-                    r |= {
-                        "matmul_flops_per_s_same_rounds": same,
-                        "fraction_of_matmul_same_rounds": r["flops_per_s"] / same,
-                    }
-            if "plain" in t and device.type == "cpu":
-                record["breakdown"] = breakdown(runs["product"].step, plan.profile_calls, flops)
-            records += timed.values()
+            timed = bench.train_case(cfg, name, batch)
+            records += timed
             log(
                 f"train {name:11s} batch {batch:5d}: "
-                + ", ".join(f"{mode(r)} {r['steps_per_s']:.2f}" for r in timed.values())
+                + ", ".join(f"{r.mode} {r.steps_per_s:.2f}" for r in timed)
                 + " steps/s"
             )
-            del runs
             meter.sample_matmul()
         if name == "adversarial":
             checks["train"] = agreement(cfg, min(plan.batches), device)
             checks["train_bf16_vs_fp32"] = precision_agreement(cfg, min(plan.batches), device)
-
-    # ------------------------------------------------ the sampler, product and yardstick in turn
-    cfg = base
-    sb = plan.sampler_batch or cfg.eval.batch_size
-    trainer = Trainer(cfg, sb)
-    model, diffusion = trainer.model, trainer.diffusion
-    x = spd_batch(cfg.dataset.n, sb, cfg.dataset.lam, torch.Generator(device).manual_seed(2)).x
-    steps, scale = cfg.sampler.inner_steps, cfg.sampler.step_scale
-    gen = lambda: torch.Generator(device).manual_seed(3)  # noqa: E731
-    sample = lambda: diffusion.sample(model, x, steps, gen(), scale)  # noqa: E731
-    plain_sample = lambda: yardstick.plain_sample(model, diffusion, x, steps, gen(), scale)  # noqa: E731
-    # The same weights (the same seed builds them) in the other precision.
-    other_model = Trainer(with_precision(cfg, other_precision(cfg)), sb).model
-    other_sample = lambda: diffusion.sample(other_model, x, steps, gen(), scale)  # noqa: E731
-    memory.reset()
-    sample()
-    sampler_flops = count_flops(sample)
-    peak = memory.peak_mib()
-    plain_sample()
-    plain_sampler_flops = count_flops(plain_sample)
-    other_sample()
-    t = meter.interleaved({"product": sample, "plain": plain_sample, "precision": other_sample}, plan.sampler_calls)
-    checks["sampler_max_abs_diff"] = (sample() - plain_sample()).abs().max().item()
-    checks["sampler_bf16_vs_fp32_rms_diff"] = (sample() - other_sample()).square().mean().sqrt().item()
-    for key, p in (("product", precision(cfg)), ("precision", other_precision(cfg))):
-        record = {
-            "kind": "sampler",
-            "strategy": "sampler",
-            "batch": sb,
-            "inner_steps": steps,
-            "precision": p,
-            "matrices_per_s": sb / t[key],
-            "calls_per_s": 1 / t[key],
-            "flops_per_call": sampler_flops,
-            "flops_per_s": sampler_flops / t[key],
-        }
-        if key == "product":
-            record |= {
-                "peak_mem_mib": peak,
-                "yardstick_matrices_per_s": sb / t["plain"],
-                "yardstick_flops_per_call": plain_sampler_flops,
-                "speedup_vs_yardstick": t["plain"] / t["product"],
-            }
-        records.append(record)
-        log(f"sampler batch {sb} ({p}): {sb / t[key]:.0f} matrices/s")
+    sampled, checks_of_sampler = bench.sampler_case(base)
+    checks |= checks_of_sampler
+    for r in sampled:
+        log(f"sampler batch {r.batch} ({r.precision}): {r.matrices_per_s:.0f} matrices/s")
+    records += sampled
+    meter.sample_matmul()
+    records.append(bench.data_case(base))
     meter.sample_matmul()
 
-    # ------------------------------------------------ data generation, batched vs one item at a time
-    db = max(plan.batches)
-    g = torch.Generator(device).manual_seed(4)
-    batched = lambda: spd_batch(cfg.dataset.n, db, cfg.dataset.lam, g)  # noqa: E731
-    items = iter(yardstick.item_loader(cfg.dataset.n, cfg.dataset.lam, db, plan.sampler_calls + 2))
-    per_item = lambda: [v.to(device) for v in next(items)]  # noqa: E731
-    batched(), per_item()
-    data_flops = count_flops(batched)
-    t = meter.interleaved({"product": batched, "plain": per_item}, plan.sampler_calls)
-    records.append(
-        {
-            "kind": "data",
-            "strategy": "data",
-            "batch": db,
-            "matrices_per_s": db / t["product"],
-            "flops_per_call": data_flops,
-            "flops_per_s": data_flops / t["product"],
-            "yardstick_matrices_per_s": db / t["plain"],
-            "speedup_vs_yardstick": t["plain"] / t["product"],
-        }
-    )
-    meter.sample_matmul()
+    memory_mib = bench.memory.total_mib()
+    records = with_precision_ratios([r.against_limits(meter.rate_of(r.precision), memory_mib) for r in records])
+    return result_of(records, checks, base, meter, device, plan, (load_start, rss_start))
 
-    for r in records:
-        rate = meter.rate_of(r.get("precision", "32"))  # the limit of the record's own precision
-        r["matmul_flops_per_s"] = rate
-        if "breakdown" in r:
-            r["breakdown"]["matmul_fraction_of_matmul_rate"] = r["breakdown"]["matmul_flops_per_s_in_step"] / rate
-        r["fraction_of_matmul"] = r["flops_per_s"] / rate
-        if r.get("peak_mem_mib") is not None and memory.total_mib():
-            r["fraction_of_memory"] = r["peak_mem_mib"] / memory.total_mib()
-    add_precision_ratios(records)
+
+def result_of(records: list[Record], checks: dict, cfg, meter: Meter, device, plan: Plan, start: tuple) -> dict:
+    """The run's JSON: the machine, the config, the matmul limit, the records, the checks, the targets."""
+    (load_start, rss_start), records = start, [r.as_json() for r in records]
     return {
         "machine": machine(device)
         | {"load_avg_start": load_start, "load_avg_end": os.getloadavg(), "memory_at_start_mib": rss_start},
         "config": {
-            "n": base.dataset.n,
-            "hidden": base.model.hidden,
-            "diffusion_steps": base.diffusion.steps,
-            "mining_steps": base.mining.steps,
-            "sampler_inner_steps": steps,
-            "overrides": list(overrides),
+            "n": cfg.dataset.n,
+            "hidden": cfg.model.hidden,
+            "diffusion_steps": cfg.diffusion.steps,
+            "mining_steps": cfg.mining.steps,
+            "sampler_inner_steps": cfg.sampler.inner_steps,
+            "overrides": list(plan.overrides),
         },
         "matmul": {
             "n": meter.matmul_n,
@@ -574,16 +745,6 @@ def run(plan: Plan, device: torch.device, log=print, graphs: bool = True) -> dic
         "agreement": checks,
         "targets": targets(records, device),
     }
-
-
-def add_precision_ratios(records: list[dict]) -> None:
-    """Each bf16-mixed record's speed over its fp32 twin's (the same case, mode and batch, timed in
-    the same rounds): `speedup_vs_fp32`."""
-    key = lambda r: (r["kind"], r["strategy"], r["batch"], r.get("compile"), r.get("graph"))  # noqa: E731
-    fp32 = {key(r): r for r in records if r.get("precision") == "32"}
-    for r in records:
-        if r.get("precision") == BF16 and key(r) in fp32:
-            r["speedup_vs_fp32"] = r["flops_per_s"] / fp32[key(r)]["flops_per_s"]
 
 
 def precision_agreement(cfg, batch: int, device: torch.device) -> dict:
@@ -620,10 +781,15 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def mode(record: dict) -> str:
+def mode_name(graph: bool | None, compiled: bool | None, precision: str | None) -> str:
     """How a training step ran: eager, compiled, graphed or graphed+compiled, each +bf16 in bf16-mixed."""
-    parts = (["graphed"] if record.get("graph") else []) + (["compiled"] if record.get("compile") else [])
-    return "+".join(parts or ["eager"]) + ("+bf16" if record.get("precision") == BF16 else "")
+    parts = (["graphed"] if graph else []) + (["compiled"] if compiled else [])
+    return "+".join(parts or ["eager"]) + ("+bf16" if precision == BF16 else "")
+
+
+def mode(record: dict) -> str:
+    """mode_name of a record as JSON (a sampler's or the data's: no compile or graph key)."""
+    return mode_name(record.get("graph"), record.get("compile"), record.get("precision"))
 
 
 # Issue 11's targets on a GPU (batch 2048, steps/s or matrices/s); the bar is the least it accepts.

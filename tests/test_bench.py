@@ -26,7 +26,7 @@ sys.path.insert(0, str(SCRIPTS))
 import yardstick  # noqa: E402
 from ties import TieWatch  # noqa: E402
 
-CFG = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0}})
+CFG = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0}, "hardware": {"compile": False}})
 
 
 def _twins(dtype, n=3, hidden=16, time_dim=8):

@@ -110,7 +110,7 @@ def status_kb(field):
     return int(re.search(rf"^{field}:\\s+(\\d+) kB", open("/proc/self/status").read(), re.M)[1])
 n, hidden, mining, batch = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 torch.set_num_threads(1)
-cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0}})
+cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1.0}, "hardware": {"compile": False}})
 model, diffusion, strategy = EnergyMLP(n, hidden, 16), Diffusion(cosine_schedule(10)), build_strategy(mining)
 optimizer, g = torch.optim.Adam(model.parameters()), torch.Generator().manual_seed(0)
 step = lambda b: train_step(model, diffusion, strategy, optimizer, spd_batch(n, b, 0.5, g), cfg, g)

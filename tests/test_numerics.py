@@ -191,7 +191,7 @@ def test_negatives_are_constants_of_the_loss():
 
     model, strategy = _model(dtype=torch.float32), EnergyScaled()
     p = spd_batch(3, 16, 0.5, torch.Generator().manual_seed(0))
-    cfg = OmegaConf.create({"mining": {"weight": 0.5}})
+    cfg = OmegaConf.create({"mining": {"weight": 0.5}, "hardware": {"compile": False}})
     loss, stats = step_loss(model, Diffusion(cosine_schedule(10)), strategy, p, cfg, torch.Generator().manual_seed(5))
     assert strategy.required_grad is False and loss.requires_grad
     assert "loss/energy" in stats
@@ -202,7 +202,7 @@ def test_none_adds_no_energy_term():
 
     from ired_mining.train import train_step
 
-    cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1e9}})
+    cfg = OmegaConf.create({"mining": {"weight": 0.5}, "train": {"grad_clip": 1e9}, "hardware": {"compile": False}})
     diffusion = Diffusion(cosine_schedule(10))
     p = spd_batch(3, 16, 0.5, torch.Generator().manual_seed(0))
     grads = {}

@@ -54,7 +54,11 @@ def kill_after_checkpoint(run_dir: Path, step: int, *extra: str) -> None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert target.exists(), "the run ended before its checkpoint appeared"
+    assert target.exists(), (
+        f"no {target.name} within 120 s"
+        if proc.returncode == -signal.SIGKILL
+        else f"the run ended (exit {proc.returncode}) before {target.name} appeared"
+    )
     assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
 
 

@@ -94,8 +94,17 @@ def test_interrupt_checkpoints_at_the_step_reached_and_the_same_command_resumes_
     assert_same_result(run_dir, reference)
 
 
+def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float = PATIENCE) -> None:
+    """Until `path` (a log the run appends to) holds `text`."""
+    deadline = time.time() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert proc.poll() is None, f"the run ended before {path.name} said {text!r}: {proc.stderr.read()}"
+        assert time.time() < deadline, f"{path} did not say {text!r} within {timeout} s"
+        time.sleep(0.01)
+
+
 def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
-    # Steps of several seconds, so that the second Ctrl-C comes long before the next step boundary.
+    # Steps of several seconds, so that both Ctrl-C come long before the next step boundary.
     run_dir = tmp_path / "run"
     slow = [
         "dataset.n=16",
@@ -110,14 +119,26 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
         "hardware=cpu",
         "hardware.threads=1",
     ]
+    # A first attempt, stopped by one Ctrl-C at a step boundary, leaves a checkpoint to resume from.
+    first = start(run_dir, *slow)
+    wait_for(checkpoint(run_dir, 1), first)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 130 and (m := INTERRUPTED.match(err.strip())), err
+    resumed_from = int(m[1])
+
+    # The second attempt writes "resumed from step N" after its handler is in place, and has no step
+    # boundary before the end of step N + 1: a Ctrl-C from then on is inside that stretch, never at
+    # the boundary (where a first one would stop the run before a second could arrive). Ctrl-C again
+    # until it stops, as an impatient user does: the first is noted, the next one stops it at once
+    # (two sent back to back may reach Python's handler as one).
     proc = start(run_dir, *slow)
-    wait_for(checkpoint(run_dir, 1), proc)
-    # Into step 2 (the checkpoint's appearance is the step boundary itself, where a first Ctrl-C
-    # would be handled before a second could arrive), then both within that step.
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    wait_for_line(run_dir / "train.log", f"resumed from step {resumed_from} (", proc)
+    deadline = time.time() + PATIENCE
+    while proc.poll() is None:
+        assert time.time() < deadline, f"still running {PATIENCE} s after the first Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
     out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 130
     assert err.strip().splitlines() == [
@@ -126,7 +147,7 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
     assert "Traceback" not in out + err
     assert not list(run_dir.rglob(".*.tmp-*"))
     kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    assert kept and kept[-1].name in ("step_000000001.pt", "step_000000002.pt")
+    assert kept[-1] == checkpoint(run_dir, resumed_from)  # stopped within the step after it: nothing newer
 
 
 # ================================================================ a full disk

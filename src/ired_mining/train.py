@@ -19,6 +19,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,7 +209,7 @@ def compiled(fn):
 
 
 def compiling(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "hardware.compile", default=False))
+    return bool(cfg.hardware.compile)
 
 
 def step_loss(
@@ -281,6 +282,18 @@ def compile_ahead(model, diffusion: Diffusion, strategy, cfg: DictConfig, device
 # ================================================================ the run
 
 
+@dataclass(frozen=True)
+class Visit:
+    """What the loop does at the step it reached: log, evaluate, checkpoint; none of them: step on."""
+
+    log: bool
+    evaluate: bool
+    checkpoint: bool
+
+    def __bool__(self) -> bool:
+        return self.log or self.evaluate or self.checkpoint
+
+
 class Run:
     """Everything of one training run, its files and its resumable state."""
 
@@ -306,6 +319,8 @@ class Run:
         self.step = 0
         self.train_seconds = 0.0
         self.running = Running()
+        # The step of the first non-finite loss or gradient, −1 while there is none; kept on the device.
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.trackers = Trackers()  # logger=...: built by train() once the run has resumed
 
     # ------------------------------------------------------------ state
@@ -394,89 +409,109 @@ class Run:
     # ------------------------------------------------------------ the loop
 
     def fit(self, progress=None) -> dict:
-        c = self.cfg
-        total = c.train.steps
+        total = self.cfg.train.steps
         task = progress.add_task("train", total=total, completed=self.step, info="") if progress else None
-        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # step of the first non-finite loss
-        if self.step < total and (seconds := compile_ahead(self.model, self.diffusion, self.strategy, c, self.device)):
-            log.info("compiled mining and the loss terms in %.1f s (hardware.compile)", seconds)
-        graphed = None
-        if graphed_steps.enabled(c):
-            parts = graphed_steps.StepParts(
-                self.model, self.ema, self.optimizer, self.diffusion, self.strategy, self.generator, c, self.device
-            )
-            graphed = graphed_steps.StepRunner(parts, train_step, self.step)
+        if self.step < total:
+            self.compile_first()
+        advance = self.stepper()
         tick, tick_step = time.perf_counter(), self.step
         last = {}
         while self.step < total:
-            if graphed is not None:  # hardware.cuda_graph: every step up to the next log, eval or checkpoint
-                until = graphed_steps.next_visit(self.step, c)
-                first_bad, self.step = graphed.advance(self.running, self.step, until), until
-            else:
-                if c.optim.schedule != "constant":
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = learning_rate(c, self.step)
-                problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
-                stats = self.step_fn(
-                    self.model, self.diffusion, self.strategy, self.optimizer, problems, c, self.generator
-                )
-                self.step += 1
-                # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
-                # waits on the host inside the loop; the step named is still the exact one.
-                bad = ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
-                first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
-                if self.step % c.ema.every == 0:
-                    self.ema.update_parameters(self.model)
-                self.running.add(stats)
-
-            at_log = self.step % c.train.log_every == 0 or self.step == total
-            at_eval = (c.train.eval_every and self.step % c.train.eval_every == 0) or self.step == total
-            at_ckpt = (
-                self.step % c.checkpoint.every == 0
-                or self.step == total
-                or preemption.requested()
-                or interrupt.requested()
-            )
-            if not (at_log or at_eval or at_ckpt):
+            advance()
+            visit = self.visit_due()
+            if not visit:
                 continue
-            if (bad_step := int(first_bad)) >= 0:
-                kept = list_checkpoints(self.ckpt_dir)
-                raise TrainingDiverged(
-                    f"loss or gradient became non-finite at step {bad_step}; stopped, "
-                    + (f"last good checkpoint kept: {kept[-1]}" if kept else "no checkpoint had been written yet")
-                )
+            self.stop_if_diverged()
             now = time.perf_counter()
             self.train_seconds += now - tick
-            if at_log and progress is not None:
-                means = self.running.means()
-                info = "  ".join(
-                    f"{k.split('/')[-1]} {v:.4g}"
-                    for k, v in means.items()
-                    if k in ("loss/mse", "loss/energy", "neg/gap", "mine_ms")
-                )
-                rate = (self.step - tick_step) / max(now - tick, 1e-9)
-                progress.update(task, completed=self.step, info=f"{info}  {rate:.1f} it/s")
-            if at_log:
+            if visit.log:
+                if progress is not None:
+                    self.show_progress(progress, task, rate=(self.step - tick_step) / max(now - tick, 1e-9))
                 self.trackers.log_training(self.step, self.running, self.train_seconds)  # before evaluate() resets it
-            if at_eval:
+            if visit.evaluate:
                 last = self.evaluate()
-                self.trackers.log_eval(self.step, last)
-                log.info(
-                    f"step {self.step}  "
-                    + "  ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith(("/mse", "/zero_mse")))
-                )
-            if at_ckpt:
+                self.report_evaluation(last)
+            if visit.checkpoint:
                 self.checkpoint()
                 preemption.hand_over(self.step)  # SLURM's warning signal: requeue from this checkpoint
                 interrupt.stop_if_requested(self.step)  # Ctrl-C: stop here, resumable from this checkpoint
             tick, tick_step = time.perf_counter(), self.step
-        if not last:
-            # Killed after the final checkpoint but before metrics.json: the final evaluation
-            # is already in metrics.jsonl (it precedes the checkpoint); evaluating again would
-            # give the same numbers, so reuse them.
-            finals = [rec for rec in self.rundir.read_metrics() if rec["step"] == self.step]
-            last = finals[-1] if finals else self.evaluate()
-        return last
+        return last or self.recorded_final()
+
+    def compile_first(self) -> None:
+        if seconds := compile_ahead(self.model, self.diffusion, self.strategy, self.cfg, self.device):
+            log.info("compiled mining and the loss terms in %.1f s (hardware.compile)", seconds)
+
+    def stepper(self) -> Callable[[], None]:
+        """What the loop calls to go on: one eager step, after which the loop looks at the step and at
+        the signals; or, with hardware.cuda_graph, every step up to the next log, evaluation or
+        checkpoint at once (graphed.StepRunner), so that Python is visited only there."""
+        if not graphed_steps.enabled(self.cfg):
+            return self.eager_step
+        parts = graphed_steps.StepParts(
+            self.model, self.ema, self.optimizer, self.diffusion, self.strategy, self.generator, self.cfg, self.device
+        )
+        runner = graphed_steps.StepRunner(parts, train_step, self.step)
+
+        def to_next_visit() -> None:
+            until = graphed_steps.next_visit(self.step, self.cfg)
+            self.first_bad, self.step = runner.advance(self.running, self.step, until), until
+
+        return to_next_visit
+
+    def eager_step(self) -> None:
+        """One training step: its learning rate, a fresh batch, the step, the EMA on its schedule."""
+        c = self.cfg
+        if c.optim.schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(c, self.step)
+        problems = spd_batch(c.dataset.n, c.train.batch_size, c.dataset.lam, self.generator)
+        stats = self.step_fn(self.model, self.diffusion, self.strategy, self.optimizer, problems, c, self.generator)
+        self.step += 1
+        # Recorded on the device and read only at log, eval and checkpoint steps, so a GPU never
+        # waits on the host inside the loop; the step named is still the exact one.
+        bad = ~(torch.isfinite(stats["loss/total"]) & torch.isfinite(stats["grad_norm"]))
+        self.first_bad = torch.where(bad & (self.first_bad < 0), self.step, self.first_bad)
+        if self.step % c.ema.every == 0:
+            self.ema.update_parameters(self.model)
+        self.running.add(stats)
+
+    def visit_due(self) -> Visit:
+        """What the step reached asks of the loop; a checkpoint too once Ctrl-C or SLURM's warning came."""
+        c, step = self.cfg, self.step
+        end = step == c.train.steps
+        return Visit(
+            log=step % c.train.log_every == 0 or end,
+            evaluate=bool(c.train.eval_every and step % c.train.eval_every == 0) or end,
+            checkpoint=step % c.checkpoint.every == 0 or end or preemption.requested() or interrupt.requested(),
+        )
+
+    def stop_if_diverged(self) -> None:
+        if (bad_step := int(self.first_bad)) >= 0:
+            kept = list_checkpoints(self.ckpt_dir)
+            raise TrainingDiverged(
+                f"loss or gradient became non-finite at step {bad_step}; stopped, "
+                + (f"last good checkpoint kept: {kept[-1]}" if kept else "no checkpoint had been written yet")
+            )
+
+    def show_progress(self, progress, task, rate: float) -> None:
+        shown = ("loss/mse", "loss/energy", "neg/gap", "mine_ms")
+        info = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in self.running.means().items() if k in shown)
+        progress.update(task, completed=self.step, info=f"{info}  {rate:.1f} it/s")
+
+    def report_evaluation(self, record: dict) -> None:
+        self.trackers.log_eval(self.step, record)
+        log.info(
+            f"step {self.step}  "
+            + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k.endswith(("/mse", "/zero_mse")))
+        )
+
+    def recorded_final(self) -> dict:
+        """The final evaluation of a run that reached its last step in an earlier attempt: killed after
+        the final checkpoint but before metrics.json, its evaluation is already in metrics.jsonl (it
+        precedes the checkpoint); evaluating again would give the same numbers, so they are reused."""
+        finals = [rec for rec in self.rundir.read_metrics() if rec["step"] == self.step]
+        return finals[-1] if finals else self.evaluate()
 
 
 # ================================================================ entry points
