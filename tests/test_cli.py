@@ -80,7 +80,7 @@ def test_bad_input_is_one_clear_line(tmp_path, tiny, override, named):
 
 def test_logger_none_is_the_default_and_can_be_named(tmp_path, tiny):
     run_dir = tmp_path / "run"
-    run_cli("ired-train", *tiny, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    run_cli("ired-train", *tiny, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)  # no logger= given
     assert (
         yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]["logger"]
         == "none"
@@ -88,6 +88,12 @@ def test_logger_none_is_the_default_and_can_be_named(tmp_path, tiny):
     assert not list(run_dir.glob("events.out.tfevents.*")) and not (run_dir / "wandb").exists()
     log = (run_dir / "train.log").read_text()  # the final table and the path, kept with the run's log
     assert "zero predictor" in log and f"run directory: {run_dir}" in log
+    # Named, it composes to the same job config as the default (composing is enough: no second run).
+    job = {
+        name: run_cli("ired-train", *tiny, *extra, "--cfg", "job", cwd=tmp_path, check=True).stdout
+        for name, extra in (("default", []), ("named", ["logger=none"]))
+    }
+    assert job["named"] == job["default"] and "logger:" in job["named"], job
     help_text = run_cli("ired-train", "--help", cwd=tmp_path, check=True).stdout
     assert re.search(r"logger: none, tensorboard, wandb", help_text), help_text
 
