@@ -9,7 +9,7 @@ Hydra's basic sweeper expands them (its own parser and split_arguments, with the
 hydra.sweeper.params first, so presets' grids, range, glob and choice are covered) and every job is
 composed, as the launchers will, before any job starts. Each composed config is then held against
 the schema (schema.py): Hydra lets `+key=value` add a key that no schema declares, and `~key` delete
-a top-level one, so those are caught here. Values in range are config.validate's job, per run.
+a top-level one, so those are caught here. Values in range are checks.check_ranges's job, per run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import typing
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ired_mining.config import ConfigError
+from ired_mining.checks import ConfigError
 
 CONFIG_MODULE = "ired_mining.conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"

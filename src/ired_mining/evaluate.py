@@ -19,8 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.checkpoint import list_checkpoints, load_checkpoint
+from ired_mining.checks import ConfigError, check_ranges
 from ired_mining.compose import explain
-from ired_mining.config import ConfigError, validate
 from ired_mining.data import Problems, fixed_set
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.model import EnergyMLP, build_model, is_regressor
@@ -164,7 +164,7 @@ def apply_overrides(cfg, overrides: list[str]):
         except OmegaConfBaseException as err:  # the schema refuses the value's type
             raise EvalError(explain(err)) from None
     try:
-        validate(cfg)
+        check_ranges(cfg)
     except ConfigError as err:
         raise EvalError(str(err)) from None
     return cfg

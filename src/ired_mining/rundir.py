@@ -23,7 +23,7 @@ included; a new module gets a line here):
     ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, preemption, interrupt, runlock, failpoints, logs
     numerics    diffusion
     strategies  mining
-    settings    schema, config, compose, backend
+    settings    schema, checks, compose, backend
     library     evaluate, sweep, report, graphed, trackers, memory
     commands    callbacks, eval_cli
     top         train, entry

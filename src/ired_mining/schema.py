@@ -7,7 +7,7 @@ refused while Hydra composes (compose.py turns that into one line). The split of
 - this module holds the types, and `???` (required) where the yaml gives the value;
 - a mining strategy's options and their defaults are its own dataclass in mining.py: the mining
   schema is derived from it, so a field added to a strategy class is a config key at once;
-- config.py checks what a type cannot say: ranges and rules across keys.
+- checks.py checks what a type cannot say: ranges and rules across keys.
 
 Registered in Hydra's ConfigStore on import (conf/__init__.py imports this module, so every way of
 composing ired_mining.conf finds the schemas).
@@ -192,6 +192,16 @@ class Config:
     logger: Any = None
 
 
+# ================================================================ the yaml files
+
+CONF = files("ired_mining") / "conf"
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group, as the yaml files under conf/ name them."""
+    return sorted(p.name[:-5] for p in (CONF / group).iterdir() if p.name.endswith(".yaml"))
+
+
 # ================================================================ a job's directory name
 
 # The one hardware key that shapes a run's numbers (train.compat_fingerprint covers it): a bf16 job
@@ -207,7 +217,7 @@ def dirname_exclude_keys() -> list[str]:
     that a key added there is left out at once (a hand-kept list drifted: hardware.compile)."""
     hardware = [f.name for f in dataclasses.fields(SlurmHardwareConfig) if f.name not in RUN_SHAPING_HARDWARE]
     trackers = []
-    for option in sorted((files("ired_mining") / "conf" / "logger").iterdir(), key=lambda p: p.name):
+    for option in sorted((CONF / "logger").iterdir(), key=lambda p: p.name):
         if option.name.endswith(".yaml"):
             for tracker, keys in (OmegaConf.to_container(OmegaConf.load(str(option))) or {}).items():
                 trackers += [f"logger.{tracker}.{key}" for key in keys or {}]
@@ -249,7 +259,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     schema is the one of cfg.mining.name; the hardware one is SLURM's where the run had a partition.
     Raises omegaconf's ValidationError or ConfigKeyError where the config does not fit."""
     schema = OmegaConf.structured(Config)
-    if cfg.mining.name in MINING_SCHEMAS:  # else left untyped: config.validate names the strategies
+    if cfg.mining.name in MINING_SCHEMAS:  # else left untyped: checks.check_ranges names the strategies
         schema.mining = OmegaConf.structured(MINING_SCHEMAS[cfg.mining.name])
     schema.hardware = OmegaConf.structured(SlurmHardwareConfig if "partition" in cfg.hardware else HardwareConfig)
     return OmegaConf.merge(schema, cfg)

@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ired_mining.checkpoint import atomic_write_json, atomic_write_text
-from ired_mining.config import ConfigError
+from ired_mining.checks import ConfigError
 from ired_mining.rundir import FINISHED, flatten, read_jsonl
 
 log = logging.getLogger("ired")

@@ -1,13 +1,14 @@
-"""Checks on a composed config, each failing with one line that names the value and what is allowed.
+"""The checks of a composed config's values that a type cannot say: ranges, and rules across keys
+(a range that another key sets: model.depth ≥ 2 for the energy MLP, no CUDA graph with a schedule).
+Each fails with one line that names the value and what is allowed (ConfigError).
 
-Only what a type cannot say: ranges and rules across keys. Known keys and types are the schema's
-(schema.py), enforced while Hydra composes.
+Known keys, types and closed sets of choices are the schema's (schema.py), enforced while Hydra
+composes; what is left here runs per run, in ired-train's app and in ired-eval.
 """
 
 from __future__ import annotations
 
 import math
-from importlib.resources import files
 
 from omegaconf import DictConfig
 
@@ -20,13 +21,7 @@ class ConfigError(ValueError):
     """A config value the run cannot use; the message is one line for the user."""
 
 
-CONF = files("ired_mining") / "conf"
 SCHEDULES = ("constant", "cosine")  # optim.schedule: train.learning_rate computes each
-
-
-def group_choices(group: str) -> list[str]:
-    """The options of a config group, as the yaml files under conf/ name them."""
-    return sorted(p.name[:-5] for p in (CONF / group).iterdir() if p.name.endswith(".yaml"))
 
 
 def _require(ok: bool, key: str, value, allowed: str) -> None:
@@ -34,7 +29,7 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
         raise ConfigError(f"{key}={value} is invalid; it must be {allowed}")
 
 
-def validate(cfg: DictConfig) -> None:
+def check_ranges(cfg: DictConfig) -> None:
     """Ranges and cross-key rules of the values a user is most likely to mistype from the shell."""
     positive_ints = {
         "dataset.n": cfg.dataset.n,
