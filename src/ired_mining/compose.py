@@ -24,6 +24,7 @@ import typing
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ired_mining.checks import ConfigError
+from ired_mining.choices import Choice
 
 CONFIG_MODULE = "ired_mining.conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -261,6 +262,9 @@ def explain(err: BaseException) -> str:
         key = getattr(e, "full_key", None)
         if not key:
             continue
+        if isinstance(e, ValidationError) and (choice := _choice_at(e)):
+            value = "null" if e.value is None else e.value
+            return f"{key}={value} is invalid; it must be {choice.allowed()}"
         if isinstance(e, ValidationError):
             return f"{key}: {_got(e)}; it must be {_expected(e)}"
         if isinstance(e, ConfigTypeError) and "deletion" in str(e):
@@ -307,6 +311,13 @@ def _got(e) -> str:
     return text
 
 
+def _choice_at(e) -> type[Choice] | None:
+    """The Choice the schema types the failing key with, or None."""
+    schema, key = getattr(e, "object_type", None), str(getattr(e, "key", "") or "")
+    hint = typing.get_type_hints(schema).get(key) if dataclasses.is_dataclass(schema) and key else None
+    return hint if isinstance(hint, type) and issubclass(hint, Choice) else None
+
+
 def _expected(e) -> str:
     """What the schema allows at the failing key: from the field's type in its dataclass, or from
     the element type of a typed list or dict."""
@@ -330,6 +341,8 @@ def _describe(hint) -> str:
         return f"a list of {_plural(args[0])}" if args else "a list"
     if origin is dict:
         return f"a mapping of names to {_plural(args[1])}" if args else "a mapping"
+    if isinstance(hint, type) and issubclass(hint, Choice):
+        return hint.allowed()
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
 
 

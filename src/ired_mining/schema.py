@@ -7,6 +7,7 @@ refused while Hydra composes (compose.py turns that into one line). The split of
 - this module holds the types, and `???` (required) where the yaml gives the value;
 - a mining strategy's options and their defaults are its own dataclass in mining.py: the mining
   schema is derived from it, so a field added to a strategy class is a config key at once;
+- a closed set of values is an Enum (choices.Choice): mining.source, optim.schedule, hardware.device;
 - checks.py checks what a type cannot say: ranges and rules across keys.
 
 Registered in Hydra's ConfigStore on import (conf/__init__.py imports this module, so every way of
@@ -24,6 +25,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ired_mining.choices import Choice
 from ired_mining.mining import STRATEGIES
 
 # ================================================================ the groups
@@ -51,12 +53,27 @@ class DatasetConfig:
     lam: float = MISSING
 
 
+class Schedule(Choice):
+    """optim.schedule: train.learning_rate computes each."""
+
+    constant = "constant"
+    cosine = "cosine"
+
+
 @dataclass
 class OptimConfig:
     lr: float = MISSING
     betas: List[float] = MISSING
-    schedule: str = MISSING
+    schedule: Schedule = MISSING
     min_lr: float = MISSING
+
+
+class Device(Choice):
+    """hardware.device: backend.pick_device resolves auto to cuda where a GPU is visible, else cpu."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 @dataclass
@@ -65,12 +82,14 @@ class HardwareConfig:
     submitit and SLURM choices; the others leave them unset (None), and presets may still set
     them (the pilot's timeout_min and mem_gb)."""
 
-    device: str = MISSING
+    device: Device = MISSING
     threads: Optional[int] = MISSING
     tf32: bool = MISSING
     compile: bool = MISSING
     cuda_graph: bool = MISSING
     cuda_graph_data: bool = MISSING
+    # A string checked in checks.py, not a Choice: "32" is no member name OmegaConf can match, and it
+    # arrives from the shell as the integer 32, which OmegaConf would look up as a member's value.
     precision: str = "32"  # a default, so that configs saved before the key existed still load
     timeout_min: Optional[int] = None
     mem_gb: Optional[int] = None
