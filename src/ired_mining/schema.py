@@ -27,6 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ired_mining.choices import Choice
 from ired_mining.mining import STRATEGIES
+from ired_mining.model import PRECISION_BEFORE_THE_KEY
 
 # ================================================================ the groups
 
@@ -90,7 +91,7 @@ class HardwareConfig:
     cuda_graph_data: bool = MISSING
     # A string checked in checks.py, not a Choice: "32" is no member name OmegaConf can match, and it
     # arrives from the shell as the integer 32, which OmegaConf would look up as a member's value.
-    precision: str = "32"  # a default, so that configs saved before the key existed still load
+    precision: str = PRECISION_BEFORE_THE_KEY  # so that configs saved before the key existed still load
     timeout_min: Optional[int] = None
     mem_gb: Optional[int] = None
     gpus_per_node: Optional[int] = None
