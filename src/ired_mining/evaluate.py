@@ -123,6 +123,7 @@ class EvalError(ValueError):
 # not affect evaluation, and changing it would silently mean nothing.
 EVAL_PREFIXES = ("eval.", "sampler.", "hardware.")
 SPLIT_KEY = "dataset.split"  # not a config key: restricts which of eval.splits are evaluated
+_ABSENT = object()  # OmegaConf.select's default for a key the config lacks (None may be a value)
 
 
 @dataclass
@@ -190,9 +191,6 @@ def apply_overrides(cfg, overrides: list[str]):
     except ConfigError as err:
         raise EvalError(str(err)) from None
     return cfg
-
-
-_ABSENT = object()  # OmegaConf.select's default for a key the config lacks (None may be a value)
 
 
 def not_an_override(item: str) -> str:
