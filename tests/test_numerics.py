@@ -168,7 +168,7 @@ def test_random_negatives_do_not_depend_on_the_model(source):
 
 
 def test_registry_is_the_list_of_strategies_and_bad_names_fail_clearly():
-    from ired_mining.config import group_choices
+    from ired_mining.schema import group_choices
 
     assert sorted(STRATEGIES) == group_choices("mining")
     with pytest.raises(ValueError, match="bogus.*adversarial, none, random|bogus.*none, random, adversarial"):

@@ -14,10 +14,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from ired_mining import schema
+from ired_mining.checks import ConfigError
 from ired_mining.compose import check_against_schema
-from ired_mining.config import CONF, ConfigError, group_choices
 from ired_mining.jobs_record import job_names
 from ired_mining.mining import STRATEGIES
+from ired_mining.schema import CONF, group_choices
 
 from conftest import TINY, run_cli
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ired_mining.config import ConfigError
+from ired_mining.checks import ConfigError
 from ired_mining.model import PRECISIONS, precision_of
 
 log = logging.getLogger("ired")

@@ -9,7 +9,7 @@ Hydra's basic sweeper expands them (its own parser and split_arguments, with the
 hydra.sweeper.params first, so presets' grids, range, glob and choice are covered) and every job is
 composed, as the launchers will, before any job starts. Each composed config is then held against
 the schema (schema.py): Hydra lets `+key=value` add a key that no schema declares, and `~key` delete
-a top-level one, so those are caught here. Values in range are config.validate's job, per run.
+a top-level one, so those are caught here. Values in range are checks.check_ranges's job, per run.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import contextlib
 import dataclasses
 import io
 import os
-import re
 import typing
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ired_mining.config import ConfigError
+from ired_mining.checks import ConfigError
+from ired_mining.choices import Choice
 
 CONFIG_MODULE = "ired_mining.conf"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -106,11 +106,13 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
         if refusal := not_an_option(loader, parsed) or (None if multirun else a_sweep_without_m(parsed)):
             raise ConfigError(refusal)
         if not multirun:
-            cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
+            with naming_refused_overrides(loader, config_name, overrides, RunMode.RUN):
+                cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
             check_against_schema(cfg)
             check_run_dir(cfg)
             return cfg
-        master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
+        with naming_refused_overrides(loader, config_name, overrides, RunMode.MULTIRUN):
+            master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
         parser = OverridesParser.create(config_loader=loader)
         task = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
         # By name: Hydra's plugin scan may load the basic sweeper's module twice, so that a subclass
@@ -123,8 +125,86 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
         if refusal := not_a_list_of_values(sweep):
             raise ConfigError(refusal)
         for job in BasicSweeper.split_arguments(sweep, max_batch_size=None)[0]:
-            check_against_schema(loader.load_sweep_config(master, job))
+            # load_sweep_config composes the master's Hydra overrides, then the job's, as a single run
+            with naming_refused_overrides(loader, config_name, [*master.hydra.overrides.hydra, *job], RunMode.RUN):
+                job_cfg = loader.load_sweep_config(master, job)
+            check_against_schema(job_cfg)
         return None
+
+
+@contextlib.contextmanager
+def naming_refused_overrides(loader, config_name: str, overrides: list[str], run_mode):
+    """Around Hydra's composition of `overrides`: its refusal of a key override, which carries no
+    fields, becomes a ConfigError naming the override (refused_override); any other error passes."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    try:
+        yield
+    except ConfigCompositionException as err:
+        if not isinstance(err, MissingConfigException) and (
+            why := refused_override(loader, config_name, overrides, run_mode)
+        ):
+            raise ConfigError(why) from None
+        raise
+
+
+def refused_override(loader, config_name: str, overrides: list[str], run_mode) -> str | None:
+    """Why Hydra refuses one of these overrides of a key, or None if it refuses none of them.
+
+    Hydra (1.3) refuses `+key=v` on a key that is set, `~key` on one that is not (or, with an
+    OmegaConf error below it, on a schema's field), and `key@pkg=v` on a key that is no group, with a
+    message and no fields. So the key overrides are applied again as Hydra applies them, by its own
+    function and one at a time, onto the config their group overrides compose; the first one refused
+    is known by its kind (`is_add`, `is_delete`, `package`) and by what the config holds at its key."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigTypeError, OmegaConfBaseException
+
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    # Hydra's own split (defaults_list.Overrides): an override of a group picks an option and is
+    # applied while composing; any other sets a key afterwards.
+    on_keys = [
+        o
+        for o in parsed
+        if not o.is_sweep_override()
+        and (isinstance(o.value(), dict) or not loader.repository.group_exists(o.key_or_group))
+    ]
+    try:
+        cfg = loader.load_configuration(
+            config_name, [o.input_line for o in parsed if o not in on_keys], run_mode=run_mode
+        )
+    except Exception:
+        return None  # the groups alone do not compose: that error is Hydra's own, with its fields
+    for override in on_keys:
+        key = override.key_or_group
+        try:
+            held = OmegaConf.select(cfg, key, throw_on_missing=False) is not None
+        except OmegaConfBaseException:  # a key below a value (seed.x): Hydra refuses it with fields
+            held = False
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        except ConfigCompositionException as err:
+            on_a_schema = any(isinstance(e, ConfigTypeError) for e in _chain(err))
+            if override.package is not None:
+                return f"{key}: no such config group (in {override.input_line}); see ired-train --help for the groups"
+            if override.is_add() and held:
+                return f"{key}: already set; override it without the + ({key}=VALUE)"
+            if override.is_delete() and not held:
+                return f"{key}: not a key, so it cannot be deleted"
+            if override.is_delete() and on_a_schema:
+                return f"{key}: required, cannot be deleted; set it instead, e.g. {key}=VALUE"
+            return None  # another error, with the fields explain() reads
+    return None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """The error and the ones it was raised from or during, outermost first."""
+    chain, cause = [], err
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
 
 
 def check_run_dir(cfg: DictConfig) -> None:
@@ -237,48 +317,33 @@ def explain(err: BaseException) -> str:
     from omegaconf.errors import (
         ConfigAttributeError,
         ConfigKeyError,
-        ConfigTypeError,
         InterpolationResolutionError,
         ValidationError,
     )
 
-    chain, cause = [], err
-    while cause is not None:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and "/" in err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
-        options = err.options or re.findall(r"^\t(\S+)$", str(err), flags=re.M)
-        return f"{group}: no option {option!r}; choose one of: {', '.join(options)}"
+        return f"{group}: no option {option!r}; choose one of: {', '.join(err.options or ())}"
     if isinstance(err, OverrideParseException):
         return (
-            f"{err.override}: not an override ({first_line}); write key=value, group=option, "
-            f"or a sweep such as key=a,b with -m"
+            f"{err.override}: not an override ({err.message.strip().splitlines()[0]}); write key=value, "
+            f"group=option, or a sweep such as key=a,b with -m"
         )
-    for e in chain:  # the outermost OmegaConf error that names a key
+    for e in _chain(err):  # the outermost OmegaConf error that names a key
         key = getattr(e, "full_key", None)
         if not key:
             continue
+        if isinstance(e, ValidationError) and (choice := _choice_at(e)):
+            value = "null" if e.value is None else e.value
+            return f"{key}={value} is invalid; it must be {choice.allowed()}"
         if isinstance(e, ValidationError):
             return f"{key}: {_got(e)}; it must be {_expected(e)}"
-        if isinstance(e, ConfigTypeError) and "deletion" in str(e):
-            return f"{key}: required, cannot be deleted; set it instead, e.g. {key}=VALUE"
         if isinstance(e, (ConfigKeyError, ConfigAttributeError)):
             return f"{key}: not a key of {_where(e, key)}; {_keys_of(e, key)}"
         if isinstance(e, InterpolationResolutionError):
             return f"{key}: does not resolve ({str(e).splitlines()[0]})"
-    # Hydra raises these as ConfigCompositionException with a message and no fields (hydra-core 1.3),
-    # so their wording is all there is to read; a sweep without -m is caught before (a_sweep_without_m).
-    if m := re.match(r"Could not append to config. An item is already at '(.*)'", first_line):
-        return f"{m[1]}: already set; override it without the + ({m[1]}=VALUE)"
-    if m := re.match(r"Could not delete from config. '(.*)' does not exist", first_line):
-        return f"{m[1]}: not a key, so it cannot be deleted"
-    if m := re.match(
-        r"Override (\S+) looks like a config group override, but config group '(.*)' does not exist", first_line
-    ):
-        return f"{m[2]}: no such config group (in {m[1]}); see ired-train --help for the groups"
+    # No field to read (Hydra's refusals of an override of a key are named by refused_override
+    # before this, and a sweep without -m by a_sweep_without_m): Hydra's own words, on one line.
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return "; ".join(lines[:3]) or type(err).__name__
 
@@ -299,12 +364,14 @@ def _keys_of(e, full_key: str) -> str:
 
 
 def _got(e) -> str:
-    text = str(e).splitlines()[0]
-    if m := re.match(r"Value '(.*?)' (of type|is not)", text):
-        return f"got {m[1]!r}"
-    if "is not Optional" in text:
-        return "got null"
-    return text
+    return "got null" if e.value is None else f"got {str(e.value)!r}"
+
+
+def _choice_at(e) -> type[Choice] | None:
+    """The Choice the schema types the failing key with, or None."""
+    schema, key = getattr(e, "object_type", None), str(getattr(e, "key", "") or "")
+    hint = typing.get_type_hints(schema).get(key) if dataclasses.is_dataclass(schema) and key else None
+    return hint if isinstance(hint, type) and issubclass(hint, Choice) else None
 
 
 def _expected(e) -> str:
@@ -330,6 +397,8 @@ def _describe(hint) -> str:
         return f"a list of {_plural(args[0])}" if args else "a list"
     if origin is dict:
         return f"a mapping of names to {_plural(args[1])}" if args else "a mapping"
+    if isinstance(hint, type) and issubclass(hint, Choice):
+        return hint.allowed()
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
 
 

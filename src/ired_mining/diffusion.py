@@ -148,11 +148,12 @@ class Diffusion:
 
 def build_diffusion(cfg, device: torch.device | str) -> Diffusion:
     """The diffusion a composed config's `diffusion` group describes, with the sampler's
-    backtracking (`sampler.backtrack`; runs made before the key existed: 1, the spec)."""
+    backtracking (`sampler.backtrack`: a run read back from before the key existed has it too, at
+    the value it used, from rundir.LATER_KEYS)."""
     d = cfg.diffusion
     return Diffusion(
         cosine_schedule(d.steps, d.s, d.max_beta),
         device,
         clamp=d.clamp,
-        sample_backtrack=float(cfg.sampler.get("backtrack", 1.0)),
+        sample_backtrack=float(cfg.sampler.backtrack),
     )

@@ -65,14 +65,26 @@ def output_name(overrides: list[str]) -> str:
 
 
 def choose_splits(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """Split the dataset.split override off the config overrides; check its names."""
+    """Split the dataset.split override off the config overrides, read in ired-train's grammar (Hydra's
+    override parser: `a,b` and `[a,b]` name two splits); check_splits checks the names."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
     chosen, rest = [], []
     for item in overrides:
-        key, _, value = item.partition("=")
-        if key == SPLIT_KEY:
-            chosen += [v.strip() for v in value.split(",") if v.strip()]
-        else:
+        try:
+            (override,) = parser.parse_overrides([item])
+        except OverrideParseException:
+            rest.append(item)  # evaluate.apply_overrides says why in one line
+            continue
+        if override.key_or_group != SPLIT_KEY or override.is_delete():
             rest.append(item)
+            continue
+        value = override.value()
+        names = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
+        chosen += [str(name) for name in names if str(name)]
     return chosen, rest
 
 

@@ -19,8 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.checkpoint import list_checkpoints, load_checkpoint
+from ired_mining.checks import ConfigError, check_ranges
 from ired_mining.compose import explain
-from ired_mining.config import ConfigError, validate
 from ired_mining.data import Problems, fixed_set
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.model import EnergyMLP, build_model, is_regressor
@@ -123,6 +123,7 @@ class EvalError(ValueError):
 # not affect evaluation, and changing it would silently mean nothing.
 EVAL_PREFIXES = ("eval.", "sampler.", "hardware.")
 SPLIT_KEY = "dataset.split"  # not a config key: restricts which of eval.splits are evaluated
+_ABSENT = object()  # OmegaConf.select's default for a key the config lacks (None may be a value)
 
 
 @dataclass
@@ -135,39 +136,65 @@ class LoadedRun:
 
 
 def apply_overrides(cfg, overrides: list[str]):
-    """The run's config with `key=value` overrides (values parsed as YAML), checked like ired-train's.
+    """The run's config with `key=value` overrides, in ired-train's grammar (Hydra's override parser:
+    its typed values, quoting, lists and dicts) and checked as ired-train's are: the config is typed
+    by the schema again, each value merged as Hydra merges it, the ranges checked.
 
-    Only eval.*, sampler.* and hardware.* may change; a new split may be added under eval.splits.
+    Only eval.*, sampler.* and hardware.* may change; a new split may be added under eval.splits
+    (with or without the +).
     """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
     try:  # the schema's types again, so that overrides are checked as ired-train's are
         cfg = typed(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     except OmegaConfBaseException as err:
         raise EvalError(f"the run's config does not fit this version's schema: {explain(err)}") from None
+    parser = OverridesParser.create()
     for item in overrides:
-        key, sep, _ = item.partition("=")
-        if not sep or not key:
-            raise EvalError(f"{item!r} is not an override; write key=value, e.g. sampler.inner_steps=20")
+        try:
+            (override,) = parser.parse_overrides([item])
+        except OverrideParseException as err:
+            if "=" not in item:
+                raise EvalError(not_an_override(item)) from None
+            raise EvalError(f"cannot parse {item!r}: {err.message.strip().splitlines()[0]}") from None
+        key = override.key_or_group
+        if not key or override.is_delete() or override.package is not None:  # =v, ~key, key@package
+            raise EvalError(not_an_override(item))
+        if override.is_sweep_override():
+            raise EvalError(
+                f"{key}: {item} is a sweep; ired-eval evaluates one setting at a time "
+                "(over inner steps: --scaling --inner-steps A,B,...)"
+            )
         new_split = key.startswith("eval.splits.") and key.count(".") == 2
-        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>" and not new_split:
+        held = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+        if not held and not new_split:
             raise EvalError(not_a_key(cfg, key))
         if not key.startswith(EVAL_PREFIXES):
             raise EvalError(
                 f"{key} cannot change at evaluation (the trained run fixes it); ired-eval "
                 f"accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}"
             )
+        if override.is_add() and held:  # as ired-train refuses it
+            raise EvalError(f"{key}: already set; override it without the + ({key}=VALUE)")
         try:
-            value = OmegaConf.select(OmegaConf.from_dotlist([item]), key)
-        except Exception as err:  # OmegaConf's grammar errors come in several types
-            raise EvalError(f"cannot parse {item!r}: {str(err).splitlines()[0]}") from None
-        try:
-            OmegaConf.update(cfg, key, value, merge=False)
+            OmegaConf.update(cfg, key, override.value(), merge=True)
         except OmegaConfBaseException as err:  # the schema refuses the value's type
             raise EvalError(explain(err)) from None
+    try:  # an override's ${...}, at once: the evaluation reads plain values
+        OmegaConf.to_container(cfg, resolve=True)  # names the key that does not resolve (resolve() does not)
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise EvalError(explain(err)) from None
     try:
-        validate(cfg)
+        check_ranges(cfg)
     except ConfigError as err:
         raise EvalError(str(err)) from None
     return cfg
+
+
+def not_an_override(item: str) -> str:
+    return f"{item!r} is not an override; write key=value, e.g. sampler.inner_steps=20"
 
 
 def not_a_key(cfg: DictConfig, key: str) -> str:

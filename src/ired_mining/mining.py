@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ired_mining.choices import Choice
 from ired_mining.diffusion import Diffusion
 from ired_mining.model import BoundEnergy
 
@@ -36,6 +37,13 @@ class NoNegatives:
         return None
 
 
+class Source(Choice):
+    """mining.source: where random negatives come from (RandomNegatives)."""
+
+    derangement = "derangement"
+    gaussian = "gaussian"
+
+
 @dataclass
 class RandomNegatives:
     """`random`: wrong answers the model played no part in choosing.
@@ -45,7 +53,7 @@ class RandomNegatives:
     `gaussian`: N(0, σ²) with σ² the targets' mean square.
     """
 
-    source: str = "derangement"
+    source: Source = Source.derangement
 
     def negatives(self, diffusion: Diffusion, batch: MiningBatch) -> torch.Tensor:
         if self.source == "derangement":

@@ -298,11 +298,15 @@ MODELS = {"mlp": energy_mlp, "regressor": regressor}  # model.name → factory; 
 # hardware.precision → the dtype the bound energy's matmuls run in (None: the parameters' own).
 # Named as Lightning names them; the single list of valid values.
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16}
+# What a run recorded before hardware.precision existed ran in: the one owner of that value, which
+# the schema's default (for ired-eval's typed config) and precision_of (for a raw one) both read.
+PRECISION_BEFORE_THE_KEY = "32"
 
 
 def precision_of(cfg) -> str:
-    """hardware.precision; a config from before the key existed ran in 32."""
-    return str(cfg.hardware.get("precision", "32")) if "hardware" in cfg else "32"
+    """hardware.precision; a config from before the key existed ran in PRECISION_BEFORE_THE_KEY."""
+    hardware = cfg.get("hardware") or {}
+    return str(hardware.get("precision", PRECISION_BEFORE_THE_KEY))
 
 
 def build_model(cfg) -> EnergyMLP | Regressor:

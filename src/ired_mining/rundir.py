@@ -20,10 +20,10 @@ Layers of the package, lowest first. A module imports only modules of its own la
 nothing imports upwards (tests/test_layers.py reads this table and checks every import, lazy ones
 included; a new module gets a line here):
 
-    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, preemption, interrupt, runlock, failpoints, logs
+    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, preemption, interrupt, runlock, failpoints, logs, choices
     numerics    diffusion
     strategies  mining
-    settings    schema, config, compose, backend
+    settings    schema, checks, compose, backend
     library     evaluate, sweep, report, graphed, trackers, memory
     commands    callbacks, eval_cli
     top         train, entry
@@ -210,10 +210,12 @@ class RunDir:
 
 # ================================================================ configs of older runs
 
-# Keys added after runs had been recorded without them, each with the value those runs used. One
-# owner for three readers: a run read back gets them filled in (`backfill`), and a run's fingerprint
-# leaves them out at these values (train.compat_fingerprint), so that older runs still resume and
-# a report does not take their absence for a setting that varies.
+# Keys added after runs had been recorded without them, each with the value those runs used: the one
+# owner of that value (the yaml's value is a new run's default, which may move on). A run read back
+# gets them filled in (`backfill`: ired-eval, the report, a resume's comparison), so no reader keeps a
+# default of its own, and a run's fingerprint leaves them out at these values
+# (train.compat_fingerprint), so that older runs still resume and a report does not take their
+# absence for a setting that varies.
 LATER_KEYS: dict[str, object] = {
     "sampler.backtrack": 1.0,
     "model.depth": 3,

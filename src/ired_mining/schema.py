@@ -7,7 +7,8 @@ refused while Hydra composes (compose.py turns that into one line). The split of
 - this module holds the types, and `???` (required) where the yaml gives the value;
 - a mining strategy's options and their defaults are its own dataclass in mining.py: the mining
   schema is derived from it, so a field added to a strategy class is a config key at once;
-- config.py checks what a type cannot say: ranges and rules across keys.
+- a closed set of values is an Enum (choices.Choice): mining.source, optim.schedule, hardware.device;
+- checks.py checks what a type cannot say: ranges and rules across keys.
 
 Registered in Hydra's ConfigStore on import (conf/__init__.py imports this module, so every way of
 composing ired_mining.conf finds the schemas).
@@ -24,7 +25,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ired_mining.choices import Choice
 from ired_mining.mining import STRATEGIES
+from ired_mining.model import PRECISION_BEFORE_THE_KEY
 
 # ================================================================ the groups
 
@@ -51,12 +54,27 @@ class DatasetConfig:
     lam: float = MISSING
 
 
+class Schedule(Choice):
+    """optim.schedule: train.learning_rate computes each."""
+
+    constant = "constant"
+    cosine = "cosine"
+
+
 @dataclass
 class OptimConfig:
     lr: float = MISSING
     betas: List[float] = MISSING
-    schedule: str = MISSING
+    schedule: Schedule = MISSING
     min_lr: float = MISSING
+
+
+class Device(Choice):
+    """hardware.device: backend.pick_device resolves auto to cuda where a GPU is visible, else cpu."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 @dataclass
@@ -65,13 +83,15 @@ class HardwareConfig:
     submitit and SLURM choices; the others leave them unset (None), and presets may still set
     them (the pilot's timeout_min and mem_gb)."""
 
-    device: str = MISSING
+    device: Device = MISSING
     threads: Optional[int] = MISSING
     tf32: bool = MISSING
     compile: bool = MISSING
     cuda_graph: bool = MISSING
     cuda_graph_data: bool = MISSING
-    precision: str = "32"  # a default, so that configs saved before the key existed still load
+    # A string checked in checks.py, not a Choice: "32" is no member name OmegaConf can match, and it
+    # arrives from the shell as the integer 32, which OmegaConf would look up as a member's value.
+    precision: str = PRECISION_BEFORE_THE_KEY  # so that configs saved before the key existed still load
     timeout_min: Optional[int] = None
     mem_gb: Optional[int] = None
     gpus_per_node: Optional[int] = None
@@ -192,6 +212,16 @@ class Config:
     logger: Any = None
 
 
+# ================================================================ the yaml files
+
+CONF = files("ired_mining") / "conf"
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group, as the yaml files under conf/ name them."""
+    return sorted(p.name[:-5] for p in (CONF / group).iterdir() if p.name.endswith(".yaml"))
+
+
 # ================================================================ a job's directory name
 
 # The one hardware key that shapes a run's numbers (train.compat_fingerprint covers it): a bf16 job
@@ -207,7 +237,7 @@ def dirname_exclude_keys() -> list[str]:
     that a key added there is left out at once (a hand-kept list drifted: hardware.compile)."""
     hardware = [f.name for f in dataclasses.fields(SlurmHardwareConfig) if f.name not in RUN_SHAPING_HARDWARE]
     trackers = []
-    for option in sorted((files("ired_mining") / "conf" / "logger").iterdir(), key=lambda p: p.name):
+    for option in sorted((CONF / "logger").iterdir(), key=lambda p: p.name):
         if option.name.endswith(".yaml"):
             for tracker, keys in (OmegaConf.to_container(OmegaConf.load(str(option))) or {}).items():
                 trackers += [f"logger.{tracker}.{key}" for key in keys or {}]
@@ -249,7 +279,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     schema is the one of cfg.mining.name; the hardware one is SLURM's where the run had a partition.
     Raises omegaconf's ValidationError or ConfigKeyError where the config does not fit."""
     schema = OmegaConf.structured(Config)
-    if cfg.mining.name in MINING_SCHEMAS:  # else left untyped: config.validate names the strategies
+    if cfg.mining.name in MINING_SCHEMAS:  # else left untyped: checks.check_ranges names the strategies
         schema.mining = OmegaConf.structured(MINING_SCHEMAS[cfg.mining.name])
     schema.hardware = OmegaConf.structured(SlurmHardwareConfig if "partition" in cfg.hardware else HardwareConfig)
     return OmegaConf.merge(schema, cfg)

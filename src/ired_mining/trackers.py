@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ired_mining.checkpoint import atomic_write_json, atomic_write_text
-from ired_mining.config import ConfigError
+from ired_mining.checks import ConfigError
 from ired_mining.rundir import FINISHED, flatten, read_jsonl
 
 log = logging.getLogger("ired")
@@ -46,10 +46,11 @@ def require(name: str, module: str, package: str):
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
-    """The composed config as `a.b.c` → value, values the HParams plugin takes (lists as text)."""
+    """The composed config as `a.b.c` → value, values the HParams plugin takes (lists as text, a
+    choice of the schema as the plain string that the run's .hydra/config.yaml holds)."""
     return {
         k: v if isinstance(v, (bool, int, float, str)) else str(v)
-        for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        for k, v in flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)).items()
         if v is not None
     }
 
@@ -162,7 +163,7 @@ class WandbTracker:
                 group=group or sweep,
                 name=name or job,
                 tags=list(tags),
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),  # choices as plain strings
                 settings=wandb.Settings(console="off", silent=True),
             )  # train.log already has the console
         except wandb.errors.Error as err:  # e.g. mode=online without `wandb login`

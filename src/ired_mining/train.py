@@ -44,8 +44,8 @@ from ired_mining.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from ired_mining.checks import ConfigError, check_ranges
 from ired_mining.compose import check_command_line, planned_run_dir
-from ired_mining.config import ConfigError, validate
 from ired_mining.data import spd_batch
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.evaluate import eval_sets, evaluate, print_summary
@@ -607,7 +607,7 @@ def app(cfg: DictConfig) -> dict:
     single = HydraConfig.get().mode.name == "RUN"
     try:
         runlock.acquire(run_dir)  # a single run took it in main(), before Hydra wrote anything
-        validate(cfg)
+        check_ranges(cfg)
         summary = train(cfg, run_dir)
     except EXPECTED as err:
         return fail(err, run_dir, cfg)
