@@ -83,32 +83,28 @@ def expected_jobs(sweep_dir: str | Path) -> list[Job]:
 
 
 def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]:
-    """The jobs of multirun.yaml, expanded again with Hydra's basic sweeper outside the launch: for
+    """The jobs of multirun.yaml, expanded again outside the launch (ired_mining.expansion): for
     sweep dirs without a record. Without Hydra's config loader, glob(...) cannot be expanded."""
-    # Hydra internals, pinned by hydra-core<1.4; imported here so that reading states stays light.
+    # A Hydra internal, pinned by hydra-core<1.4; imported here so that reading states stays light.
     from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from ired_mining import expansion
     from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
 
-    # The sweeper's params first, then the command line, as BasicSweeper.sweep orders them.
-    args = [f"{k}={v}" for k, v in params.items()] + list(task)
     naming = cfg.hydra.job.config.override_dirname
-    parser = OverridesParser.create()
     try:
-        batches = BasicSweeper.split_arguments(parser.parse_overrides(args), max_batch_size=None)
+        expanded = expansion.jobs(expansion.parse(expansion.arguments(params, task)))
         # ired-train's sweeper names jobs itself where the subdir is config.yaml's default.
         own_names = (
             "ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
             and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR
         )
-        names = job_names(batches[0], list(naming.exclude_keys)) if own_names else None
+        names = job_names(expanded, list(naming.exclude_keys)) if own_names else None
         jobs = []
-        for num, overrides in enumerate(batches[0]):
+        for num, overrides in enumerate(expanded):
             dirname = get_overrides_dirname(
-                parser.parse_overrides(overrides), list(naming.exclude_keys), naming.item_sep, naming.kv_sep
+                expansion.parse(overrides), list(naming.exclude_keys), naming.item_sep, naming.kv_sep
             )
             subdir = names[num] if names else _subdir(cfg, dirname, num)
             jobs.append(Job(num, tuple(overrides), sweep_dir / subdir))
