@@ -90,16 +90,14 @@ def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]
     from hydra.errors import HydraException
 
     from ired_mining import expansion
-    from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+    from ired_mining.jobs_record import job_names, named_by_the_sweeper
 
     naming = cfg.hydra.job.config.override_dirname
     try:
         expanded = expansion.jobs(expansion.parse(expansion.arguments(params, task)))
         # ired-train's sweeper names jobs itself where the subdir is config.yaml's default.
-        own_names = (
-            "ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
-            and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR
-        )
+        sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+        own_names = "ired_sweeper" in sweeper and named_by_the_sweeper(cfg)
         names = job_names(expanded, list(naming.exclude_keys)) if own_names else None
         jobs = []
         for num, overrides in enumerate(expanded):

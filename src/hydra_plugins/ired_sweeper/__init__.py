@@ -68,10 +68,10 @@ class RecordingSweeper(BasicSweeper):
         """Each job with `hydra.sweep.subdir='NAME'` added, NAME its short default name
         (jobs_record.job_names), where the sweep keeps config.yaml's default subdir; a subdir the user
         set is left to resolve as they wrote it."""
-        from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+        from ired_mining.jobs_record import job_names, named_by_the_sweeper
 
         assert self.config is not None
-        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != DEFAULT_SUBDIR:
+        if not named_by_the_sweeper(self.config):
             return jobs
         exclude = list(self.config.hydra.job.config.override_dirname.exclude_keys)
         # Quoted, so that Hydra reads the name as one string; job_names leaves no quote, $ or \ in it.
