@@ -8,8 +8,8 @@ overrides and run directory in <sweep dir>/jobs.expected.json before any job sta
 so every form the basic sweeper accepts (value lists, range, glob, choice, sort, shuffle, presets that
 set hydra.sweeper.params, and their mixtures) is listed as it ran. A job that never started is
 therefore listed as missing, never silently absent. A sweep dir without that record (launched before
-it existed, or with another sweeper) is expanded again from its multirun.yaml, which works for every
-form but glob.
+it existed, or with another sweeper) is expanded again from its multirun.yaml (ired_mining.expansion,
+the one expansion the sweeper and compose use too), which works for every form but glob.
 
 A job's state is read from its run directory (through ired_mining.rundir):
     finished    metrics.json says finished
