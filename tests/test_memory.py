@@ -60,8 +60,8 @@ def test_in_a_sweep_the_job_that_cannot_fit_fails_alone(tmp_path):
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ok, bad = job_states(sweep)
-    assert ok["state"] == "finished" and ok["metrics"]["step"] == 20
-    assert bad["state"] == "failed" and bad["error"].startswith("train.batch_size=1000000000 does not fit:")
+    assert ok.state == "finished" and ok.metrics["step"] == 20
+    assert bad.state == "failed" and bad.error.startswith("train.batch_size=1000000000 does not fit:")
     assert "1 finished, 1 failed" in re.sub(r"\s+", " ", proc.stdout)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ired_mining.sweep import expected_jobs, job_states, launcher_job_id
+from ired_mining.sweep import JobState, expected_jobs, job_states, launcher_job_id
 
 from conftest import BIN, TINY, read_json, read_jsonl, run_cli
 
@@ -58,10 +58,10 @@ def job_name():
     subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
 
 
-def slurm_ids_of(states: list[dict]) -> list[tuple[str, str]]:
+def slurm_ids_of(states: list[JobState]) -> list[tuple[str, str]]:
     """(array job id, task id) of each job, from the id Hydra saved in its run directory."""
-    ids = [re.fullmatch(r"(\d+)_(\d+)", s["job_id"]) for s in states]
-    assert all(ids), [s["job_id"] for s in states]
+    ids = [re.fullmatch(r"(\d+)_(\d+)", s.job_id) for s in states]
+    assert all(ids), [s.job_id for s in states]
     return [m.groups() for m in ids]
 
 
@@ -85,15 +85,15 @@ def test_sweep_of_strategies_and_seeds_runs_as_slurm_jobs(tmp_path, job_name):
         check=True,
     )
     states = job_states(sweep)
-    assert [s["state"] for s in states] == ["finished"] * 6
-    assert [(s["metrics"]["strategy"], s["metrics"]["seed"]) for s in states] == [
+    assert [s.state for s in states] == ["finished"] * 6
+    assert [(s.metrics["strategy"], s.metrics["seed"]) for s in states] == [
         (m, seed) for m in ("adversarial", "none", "random") for seed in (0, 1)
     ]
     assert "6 finished, 0 failed, 0 incomplete, 0 missing" in re.sub(r"\s+", " ", proc.stdout)
-    assert read_json(sweep / "jobs.json") == states and (sweep / "summary.md").is_file()
+    assert read_json(sweep / "jobs.json") == [s.to_json() for s in states] and (sweep / "summary.md").is_file()
     for state in states:  # the job's number and directory, as Hydra gave them inside the SLURM job
-        hydra = OmegaConf.load(Path(state["dir"]) / ".hydra" / "hydra.yaml").hydra
-        assert hydra.job.num == state["num"] and Path(hydra.runtime.output_dir) == Path(state["dir"]).resolve()
+        hydra = OmegaConf.load(state.dir / ".hydra" / "hydra.yaml").hydra
+        assert hydra.job.num == state.num and Path(hydra.runtime.output_dir) == state.dir.resolve()
 
     # One SLURM job array, one task per job, asked for what the shell said.
     ids = slurm_ids_of(states)
@@ -112,11 +112,11 @@ def test_sweep_of_strategies_and_seeds_runs_as_slurm_jobs(tmp_path, job_name):
         assert flag in sbatch, flag
     for state in states:
         # Each ran inside SLURM (submitit's log names the array task) and wrote where Hydra said.
-        log = sweep / ".submitit" / state["job_id"] / f"{state['job_id']}_0_log.out"
+        log = sweep / ".submitit" / state.job_id / f"{state.job_id}_0_log.out"
         text = log.read_text()
-        assert f"JobEnvironment(job_id={state['job_id']}," in text and "Job completed successfully" in text
-        assert Path(state["dir"]).parent == sweep
-        assert [r["step"] for r in read_jsonl(f"{state['dir']}/metrics.jsonl")] == [10, 20]
+        assert f"JobEnvironment(job_id={state.job_id}," in text and "Job completed successfully" in text
+        assert state.dir.parent == sweep
+        assert [r["step"] for r in read_jsonl(state.dir / "metrics.jsonl")] == [10, 20]
 
 
 def test_failing_slurm_job_leaves_the_other_and_is_reported(tmp_path, job_name):
@@ -137,8 +137,8 @@ def test_failing_slurm_job_leaves_the_other_and_is_reported(tmp_path, job_name):
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ok, bad = job_states(sweep)
-    assert ok["state"] == "finished" and ok["metrics"]["step"] == 20
-    assert bad["state"] == "failed" and "non-finite" in bad["error"]
+    assert ok.state == "finished" and ok.metrics["step"] == 20
+    assert bad.state == "failed" and "non-finite" in bad.error
     flat = re.sub(r"\s+", " ", proc.stdout)
     assert "1 finished, 1 failed" in flat and "non-finite" in flat
     slurm_ids_of([ok, bad])
@@ -427,8 +427,8 @@ def test_a_detached_sweep_returns_and_the_cluster_ends_it_after_its_requeued_job
     wait_for("the follow-up job to end", lambda: squeue_state(follow_up) == "", timeout=600, every=0.5)
 
     states = job_states(sweep)
-    assert [s["state"] for s in states] == ["finished", "finished"]
-    assert read_json(sweep / "jobs.json") == states and (sweep / "summary.md").is_file()
+    assert [s.state for s in states] == ["finished", "finished"]
+    assert read_json(sweep / "jobs.json") == [s.to_json() for s in states] and (sweep / "summary.md").is_file()
     assert "2 finished, 0 failed, 0 incomplete, 0 missing" in (sweep / "jobs.md").read_text()
     # The table was written after the requeued job ended, and that job resumed from its checkpoint.
     assert (sweep / "jobs.json").stat().st_mtime >= (jobs[1].dir / "metrics.json").stat().st_mtime

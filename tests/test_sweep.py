@@ -222,18 +222,18 @@ def test_mixed_sweep_with_a_failing_and_a_missing_job_and_a_relaunch(tmp_path):
     assert "2 finished, 4 failed, 1 incomplete, 1 missing" in re.sub(r"\s+", " ", rerun.stdout)
     states_now = {j["num"]: j["state"] for j in read_json(sweep / "jobs.json")}
     assert states_now[lost["num"]] == "missing" and states_now[cut["num"]] == "incomplete"
-    assert {j["num"]: j["state"] for j in job_states(sweep)} == states_now  # what ired-report reads
+    assert {j.num: j.state for j in job_states(sweep)} == states_now  # what ired-report reads
 
     kept_before = (sweep / kept["dir"] / "metrics.json").read_text()
     proc = run_cli("ired-train", *cmd, cwd=tmp_path)
     assert proc.returncode == 1  # the invalid learning rate fails again
     assert (sweep / RECORD).read_text() == record  # the same launch, the same record
-    after = {j["num"]: j for j in job_states(sweep)}
-    assert [after[j["num"]]["state"] for j in (lost, cut, kept)] == ["finished"] * 3
+    after = {j.num: j for j in job_states(sweep)}
+    assert [after[j["num"]].state for j in (lost, cut, kept)] == ["finished"] * 3
     assert (sweep / kept["dir"] / "metrics.json").read_text() == kept_before  # left as it was
     assert "already holds a finished run" in (sweep / kept["dir"] / "train.log").read_text()
     assert "resumed from step 10" in (sweep / cut["dir"] / "train.log").read_text()
-    finals = {k: v for k, v in after[cut["num"]]["metrics"].items() if "/" in k}
+    finals = {k: v for k, v in after[cut["num"]].metrics.items() if "/" in k}
     assert finals == {k: v for k, v in cut["metrics"].items() if "/" in k}  # same metrics as before the cut
     assert [r["step"] for r in read_jsonl(sweep / cut["dir"] / "metrics.jsonl")] == [10, 20]
 

@@ -69,7 +69,7 @@ def end_of_sweep(sweep_dir: str | Path) -> list[str]:
     write_tables(states, sweep_dir)
     log.info(f"job states written to {sweep_dir / 'jobs.md'} and jobs.json")
     write_study_report(sweep_dir)
-    return [s["name"] for s in unfinished(states)]
+    return [s.name for s in unfinished(states)]
 
 
 def write_study_report(sweep_dir: Path) -> None:

@@ -4,10 +4,10 @@ multi-line message and exit 1.
 
     check_command_line(sys.argv[1:])     # raises ConfigError; ired-train's main() prints it
 
-A single run's overrides are composed as Hydra will compose them. A multirun's are expanded the way
-Hydra's basic sweeper expands them (its own parser and split_arguments, with the sweep's
-hydra.sweeper.params first, so presets' grids, range, glob and choice are covered) and every job is
-composed, as the launchers will, before any job starts. Each composed config is then held against
+A single run's overrides are composed as Hydra will compose them. A multirun's are expanded as
+Hydra's basic sweeper expands them (ired_mining.expansion, with Hydra's config loader: presets'
+grids, range, glob and choice are covered) and every job is composed, as the launchers will, before
+any job starts. Each composed config is then held against
 the schema (schema.py): Hydra lets `+key=value` add a key that no schema declares, and `~key` delete
 a top-level one, so those are caught here. Values in range are checks.check_ranges's job, per run.
 """
@@ -22,6 +22,7 @@ import typing
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ired_mining import expansion
 from ired_mining.checks import ConfigError
 from ired_mining.choices import Choice
 
@@ -92,17 +93,15 @@ def planned_run_dir(cfg: DictConfig) -> tuple[str, str | None] | None:
 
 
 def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> DictConfig | None:
-    # Hydra's config loader and basic sweeper are internals, pinned by hydra-core<1.4 (as in sweep.py).
+    # Hydra's config loader is an internal, pinned by hydra-core<1.4 (as in expansion.py).
     from hydra import initialize_config_module
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
     from hydra.utils import get_class
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3", job_name="train"):
         loader = GlobalHydra.instance().config_loader()
-        parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+        parsed = expansion.parse(overrides, config_loader=loader)
         if refusal := not_an_option(loader, parsed) or (None if multirun else a_sweep_without_m(parsed)):
             raise ConfigError(refusal)
         if not multirun:
@@ -113,18 +112,17 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
             return cfg
         with naming_refused_overrides(loader, config_name, overrides, RunMode.MULTIRUN):
             master = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN)
-        parser = OverridesParser.create(config_loader=loader)
-        task = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
+        task = [o.input_line for o in parsed if not o.is_hydra_override()]
         # By name: Hydra's plugin scan may load the basic sweeper's module twice, so that a subclass
         # (ired-train's recording sweeper) derives from another copy of the class.
         lineage = {f"{k.__module__}.{k.__qualname__}" for k in get_class(master.hydra.sweeper._target_).__mro__}
         if BASIC_SWEEPER not in lineage:
             return None  # another sweeper expands its own way; its jobs are composed when it runs them
-        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
-        sweep = parser.parse_overrides(params + task)
-        if refusal := not_a_list_of_values(sweep):
+        params = dict((master.hydra.sweeper.get("params") or {}).items())
+        sweep = expansion.parse(expansion.arguments(params, task), config_loader=loader)
+        if refusal := expansion.not_a_list_of_values(sweep):
             raise ConfigError(refusal)
-        for job in BasicSweeper.split_arguments(sweep, max_batch_size=None)[0]:
+        for job in expansion.jobs(sweep):
             # load_sweep_config composes the master's Hydra overrides, then the job's, as a single run
             with naming_refused_overrides(loader, config_name, [*master.hydra.overrides.hydra, *job], RunMode.RUN):
                 job_cfg = loader.load_sweep_config(master, job)
@@ -157,11 +155,10 @@ def refused_override(loader, config_name: str, overrides: list[str], run_mode) -
     function and one at a time, onto the config their group overrides compose; the first one refused
     is known by its kind (`is_add`, `is_delete`, `package`) and by what the config holds at its key."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import ConfigTypeError, OmegaConfBaseException
 
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    parsed = expansion.parse(overrides, config_loader=loader)
     # Hydra's own split (defaults_list.Overrides): an override of a group picks an option and is
     # applied while composing; any other sets a key afterwards.
     on_keys = [
@@ -250,18 +247,6 @@ def a_sweep_without_m(overrides) -> str | None:
             if override.value_type == ValueType.SIMPLE_CHOICE_SWEEP:  # a,b: a list or a sweep, Hydra asks
                 return f"{key}: {line} sweeps over values, which needs -m (ired-train -m ...); for a list write {key}=[...]"
             return f"{key}: {line} is a sweep, which needs -m (ired-train -m ...)"
-    return None
-
-
-def not_a_list_of_values(overrides) -> str | None:
-    """Why the basic sweeper cannot run these parsed overrides (an interval: Hydra's own refusal is a
-    traceback), or None. One message for compose's check and the recording sweeper's."""
-    for override in overrides:
-        if override.is_sweep_override() and not override.is_discrete_sweep():
-            return (
-                f"{override.input_line}: the basic sweeper runs lists of values (a,b,c; range(); glob(); "
-                "choice(); sort(); shuffle()), not an interval, which only a sampling sweeper draws from"
-            )
     return None
 
 

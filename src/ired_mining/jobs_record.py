@@ -94,6 +94,14 @@ def matches(record: JobsRecord, task_overrides: list, params: dict) -> bool:
 # ================================================================ the jobs' directory names
 
 
+def named_by_the_sweeper(config) -> bool:
+    """Whether the recording sweeper names this sweep's jobs itself (job_names): where the sweep keeps
+    config.yaml's default hydra.sweep.subdir; a subdir the user set is left to resolve as written."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR
+
+
 def override_key(override: str) -> str:
     """`+grid=c1_k2` → grid, `mining@x=none` → mining: the key Hydra's exclude_keys match."""
     return override.lstrip("+~").partition("=")[0].partition("@")[0]

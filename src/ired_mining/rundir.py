@@ -20,7 +20,7 @@ Layers of the package, lowest first. A module imports only modules of its own la
 nothing imports upwards (tests/test_layers.py reads this table and checks every import, lazy ones
 included; a new module gets a line here):
 
-    ground      data, model, checkpoint, stats, rundir, jobs_record, slurm_queue, preemption, interrupt, runlock, failpoints, logs, choices
+    ground      data, model, checkpoint, stats, rundir, expansion, jobs_record, slurm_queue, preemption, interrupt, runlock, failpoints, logs, choices
     numerics    diffusion
     strategies  mining
     settings    schema, checks, compose, backend

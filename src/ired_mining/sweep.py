@@ -8,8 +8,8 @@ overrides and run directory in <sweep dir>/jobs.expected.json before any job sta
 so every form the basic sweeper accepts (value lists, range, glob, choice, sort, shuffle, presets that
 set hydra.sweeper.params, and their mixtures) is listed as it ran. A job that never started is
 therefore listed as missing, never silently absent. A sweep dir without that record (launched before
-it existed, or with another sweeper) is expanded again from its multirun.yaml, which works for every
-form but glob.
+it existed, or with another sweeper) is expanded again from its multirun.yaml (ired_mining.expansion,
+the one expansion the sweeper and compose use too), which works for every form but glob.
 
 A job's state is read from its run directory (through ired_mining.rundir):
     finished    metrics.json says finished
@@ -29,7 +29,7 @@ The end-of-sweep table (jobs.md, jobs.json) is made once no job is queued, from 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -83,32 +83,26 @@ def expected_jobs(sweep_dir: str | Path) -> list[Job]:
 
 
 def _expanded_again(sweep_dir: Path, cfg, params: dict, task: list) -> list[Job]:
-    """The jobs of multirun.yaml, expanded again with Hydra's basic sweeper outside the launch: for
+    """The jobs of multirun.yaml, expanded again outside the launch (ired_mining.expansion): for
     sweep dirs without a record. Without Hydra's config loader, glob(...) cannot be expanded."""
-    # Hydra internals, pinned by hydra-core<1.4; imported here so that reading states stays light.
+    # A Hydra internal, pinned by hydra-core<1.4; imported here so that reading states stays light.
     from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+    from ired_mining import expansion
+    from ired_mining.jobs_record import job_names, named_by_the_sweeper
 
-    # The sweeper's params first, then the command line, as BasicSweeper.sweep orders them.
-    args = [f"{k}={v}" for k, v in params.items()] + list(task)
     naming = cfg.hydra.job.config.override_dirname
-    parser = OverridesParser.create()
     try:
-        batches = BasicSweeper.split_arguments(parser.parse_overrides(args), max_batch_size=None)
+        expanded = expansion.jobs(expansion.parse(expansion.arguments(params, task)))
         # ired-train's sweeper names jobs itself where the subdir is config.yaml's default.
-        own_names = (
-            "ired_sweeper" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
-            and OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == DEFAULT_SUBDIR
-        )
-        names = job_names(batches[0], list(naming.exclude_keys)) if own_names else None
+        sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+        own_names = "ired_sweeper" in sweeper and named_by_the_sweeper(cfg)
+        names = job_names(expanded, list(naming.exclude_keys)) if own_names else None
         jobs = []
-        for num, overrides in enumerate(batches[0]):
+        for num, overrides in enumerate(expanded):
             dirname = get_overrides_dirname(
-                parser.parse_overrides(overrides), list(naming.exclude_keys), naming.item_sep, naming.kv_sep
+                expansion.parse(overrides), list(naming.exclude_keys), naming.item_sep, naming.kv_sep
             )
             subdir = names[num] if names else _subdir(cfg, dirname, num)
             jobs.append(Job(num, tuple(overrides), sweep_dir / subdir))
@@ -136,25 +130,61 @@ def _subdir(cfg, override_dirname: str, num: int) -> str:
 # ================================================================ their states
 
 
-def job_state(job: Job) -> dict:
-    """One job's state as a plain dict (JSON-ready): num, name, overrides, dir, job_id, state,
-    error, metrics.
+@dataclass(frozen=True)
+class InQueue:
+    """A job that SLURM still holds, as the status command shows it."""
 
-    `metrics` is the run's metrics.json (empty unless the job wrote one); `error` is one line,
-    empty for a finished job; `job_id` is the launcher's (SLURM's) id of the job, "" if it never ran.
-    """
+    queued: Queued  # squeue's line of it
+    evaluated_step: int | None  # the step of the latest evaluation in its metrics.jsonl, or None
+
+    def to_json(self) -> dict:
+        q = self.queued
+        return {
+            "id": q.slurm_id,
+            "state": q.state,
+            "restarts": q.restarts,
+            "reason": q.reason,
+            "evaluated_step": self.evaluated_step,
+        }
+
+
+@dataclass(frozen=True)
+class JobState:
+    """One job and how it stands: the record behind a line of the job table and of jobs.json."""
+
+    num: int  # Hydra's job number
+    overrides: tuple[str, ...]  # the job's task overrides
+    dir: Path  # its run directory
+    job_id: str  # the launcher's (SLURM's) id of the job that last ran there, "" if none ran
+    state: str  # one of STATES, or of QUEUE_STATES while SLURM holds the job (with_queue)
+    error: str  # one line; "" for a finished job
+    metrics: dict  # the run's metrics.json (empty unless the job wrote one)
+    slurm: InQueue | None = None  # while SLURM holds the job (with_queue)
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.overrides)
+
+    def to_json(self) -> dict:
+        """The job as jobs.json holds it."""
+        out = {
+            "num": self.num,
+            "name": self.name,
+            "overrides": list(self.overrides),
+            "dir": str(self.dir),
+            "job_id": self.job_id,
+            "state": self.state,
+            "error": self.error,
+            "metrics": self.metrics,
+        }
+        return out | ({"slurm": self.slurm.to_json()} if self.slurm is not None else {})
+
+
+def job_state(job: Job) -> JobState:
+    """One job's state, as its run directory tells it."""
     final = RunDir(job.dir).final_state()
     state, error, metrics = (final.status, final.error, final.summary) if final else (MISSING, "", {})
-    return {
-        "num": job.num,
-        "name": " ".join(job.overrides),
-        "overrides": list(job.overrides),
-        "dir": str(job.dir),
-        "job_id": launcher_job_id(job.dir),
-        "state": state,
-        "error": error,
-        "metrics": metrics,
-    }
+    return JobState(job.num, job.overrides, job.dir, launcher_job_id(job.dir), state, error, metrics)
 
 
 def launcher_job_id(job_dir: Path) -> str:
@@ -165,15 +195,14 @@ def launcher_job_id(job_dir: Path) -> str:
     return str(OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id", default="") or "")
 
 
-def job_states(sweep_dir: str | Path) -> list[dict]:
-    """The state of every job the sweep in `sweep_dir` defines (see job_state for the keys)."""
+def job_states(sweep_dir: str | Path) -> list[JobState]:
+    """The state of every job the sweep in `sweep_dir` defines."""
     return [job_state(job) for job in expected_jobs(sweep_dir)]
 
 
-def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], list[Queued] | None]:
+def with_queue(states: list[JobState], sweep_dir: str | Path) -> tuple[list[JobState], list[Queued] | None]:
     """The states with those of jobs still in SLURM's queue replaced by the queue's (running,
-    pending, requeued; their `slurm` key: id, squeue's state, restarts, reason, the step of the
-    latest evaluation in metrics.jsonl or None), and the sweep's follow-up jobs still queued. The
+    pending, requeued, with their `slurm`), and the sweep's follow-up jobs still queued. The
     follow-ups are None when the queue cannot be read; then the states are returned as they are.
     Raises ValueError, one line, for an unreadable slurm_jobs.json."""
     launches = read_launches(sweep_dir)
@@ -183,22 +212,11 @@ def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], l
     ids = slurm_ids(sweep_dir)
     out = []
     for s in states:
-        q = listed.get(ids.get(s["num"], ""))
+        q = listed.get(ids.get(s.num, ""))
         if q is not None and q.sweep_state is not None:
-            evaluated = [r["step"] for r in RunDir(s["dir"]).read_metrics()]  # how far it got so far
-            s = {
-                **s,
-                "state": q.sweep_state,
-                "error": "",
-                "metrics": {},
-                "slurm": {
-                    "id": q.slurm_id,
-                    "state": q.state,
-                    "restarts": q.restarts,
-                    "reason": q.reason,
-                    "evaluated_step": evaluated[-1] if evaluated else None,
-                },
-            }
+            evaluated = [r["step"] for r in RunDir(s.dir).read_metrics()]  # how far it got so far
+            in_queue = InQueue(q, evaluated[-1] if evaluated else None)
+            s = replace(s, state=q.sweep_state, error="", metrics={}, slurm=in_queue)
         out.append(s)
     follow_ups = [
         listed[launch.follow_up_id]
@@ -208,41 +226,41 @@ def with_queue(states: list[dict], sweep_dir: str | Path) -> tuple[list[dict], l
     return out, follow_ups
 
 
-def unfinished(states: list[dict]) -> list[dict]:
-    return [s for s in states if s["state"] != FINISHED]
+def unfinished(states: list[JobState]) -> list[JobState]:
+    return [s for s in states if s.state != FINISHED]
 
 
 # ================================================================ the table
 
 
-def varying_overrides(states: list[dict]) -> list[str]:
+def varying_overrides(states: list[JobState]) -> list[str]:
     """Each job's overrides less those every job shares: what tells the jobs apart."""
-    common = set.intersection(*(set(s["overrides"]) for s in states)) if len(states) > 1 else set()
-    return [" ".join(o for o in s["overrides"] if o not in common) or "(no overrides)" for s in states]
+    common = set.intersection(*(set(s.overrides) for s in states)) if len(states) > 1 else set()
+    return [" ".join(o for o in s.overrides if o not in common) or "(no overrides)" for s in states]
 
 
-def _result(state: dict) -> str:
-    m = state["metrics"]
-    if "slurm" in state:
-        q = state["slurm"]
+def _result(state: JobState) -> str:
+    m = state.metrics
+    if state.slurm is not None:
+        q, step = state.slurm.queued, state.slurm.evaluated_step
         return (
-            f"SLURM {q['id']} {q['state'].lower()}"
-            + (f", requeued {q['restarts']}×" if q["restarts"] else "")
-            + (f" ({q['reason']})" if q["reason"] not in ("", "None") else "")
-            + (f", evaluated at step {q['evaluated_step']}" if q["evaluated_step"] is not None else "")
+            f"SLURM {q.slurm_id} {q.state.lower()}"
+            + (f", requeued {q.restarts}×" if q.restarts else "")
+            + (f" ({q.reason})" if q.reason not in ("", "None") else "")
+            + (f", evaluated at step {step}" if step is not None else "")
         )
-    if state["state"] == FINISHED and "in_dist/mse" in m:
+    if state.state == FINISHED and "in_dist/mse" in m:
         return f"{m.get('step', '?')} steps, in_dist MSE {m['in_dist/mse']:.4g}"
-    return state["error"]
+    return state.error
 
 
-def counts(states: list[dict]) -> str:
+def counts(states: list[JobState]) -> str:
     """Every state of a run directory, and those of the queue that some job is in."""
-    shown = list(STATES) + [k for k in QUEUE_STATES if any(s["state"] == k for s in states)]
-    return ", ".join(f"{sum(s['state'] == k for s in states)} {k}" for k in shown)
+    shown = list(STATES) + [k for k in QUEUE_STATES if any(s.state == k for s in states)]
+    return ", ".join(f"{sum(s.state == k for s in states)} {k}" for k in shown)
 
 
-def print_table(states: list[dict], sweep_dir: str | Path) -> None:
+def print_table(states: list[JobState], sweep_dir: str | Path) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -260,11 +278,11 @@ def print_table(states: list[dict], sweep_dir: str | Path) -> None:
     for col in ("#", "job", "state", "result / error"):
         table.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
     for s, name in zip(states, varying_overrides(states)):
-        table.add_row(str(s["num"]), escape(name), f"[{colour[s['state']]}]{s['state']}[/]", escape(_result(s)))
+        table.add_row(str(s.num), escape(name), f"[{colour[s.state]}]{s.state}[/]", escape(_result(s)))
     Console().print(table)
 
 
-def markdown_table(states: list[dict], sweep_dir: str | Path) -> str:
+def markdown_table(states: list[JobState], sweep_dir: str | Path) -> str:
     lines = [
         f"# Jobs of {sweep_dir}",
         "",
@@ -274,18 +292,18 @@ def markdown_table(states: list[dict], sweep_dir: str | Path) -> str:
         "|---|---|---|---|---|",
     ]
     for s, name in zip(states, varying_overrides(states)):
-        cells = [str(s["num"]), name, s["state"], _result(s), Path(s["dir"]).name or "."]
+        cells = [str(s.num), name, s.state, _result(s), s.dir.name or "."]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_tables(states: list[dict], sweep_dir: str | Path) -> None:
+def write_tables(states: list[JobState], sweep_dir: str | Path) -> None:
     """jobs.md (for people) and jobs.json (for programs) in the sweep directory."""
     from ired_mining.checkpoint import atomic_write_json, atomic_write_text
 
     sweep_dir = Path(sweep_dir)
     atomic_write_text(sweep_dir / "jobs.md", markdown_table(states, sweep_dir))
-    atomic_write_json(sweep_dir / "jobs.json", states)
+    atomic_write_json(sweep_dir / "jobs.json", [s.to_json() for s in states])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             f"the table and the report: SLURM job {q.slurm_id}, {q.state.lower()}"
             + (f" ({q.reason})" if q.reason not in ("", "None") else "")
         )
-    if not follow_ups and not any(s["state"] in QUEUE_STATES for s in states):
+    if not follow_ups and not any(s.state in QUEUE_STATES for s in states):
         write_tables(states, args[0])
     return 1 if unfinished(states) else 0
 

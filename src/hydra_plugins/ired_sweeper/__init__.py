@@ -36,15 +36,16 @@ ConfigStore.instance().store(group="hydra/sweeper", name="recording", node=Recor
 
 
 class RecordingSweeper(BasicSweeper):
-    # BasicSweeper.sweep calls self.split_arguments once, after parsing the arguments with the config
-    # loader and before it saves multirun.yaml and launches: the hook where the whole expansion is
-    # known and nothing is on disk yet. (A staticmethod there; an instance method here, to reach the
-    # config loader; only sweep() calls it.)
+    # BasicSweeper.sweep calls self.split_arguments once, after ordering and parsing the arguments
+    # with the config loader and before it saves multirun.yaml and launches: the hook where the whole
+    # expansion is known and nothing is on disk yet. (A staticmethod there; an instance method here, to
+    # reach the config loader; only sweep() calls it.) The split itself is ired_mining.expansion's,
+    # the one every other reader of a sweep's jobs uses.
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
-        from ired_mining.compose import not_a_list_of_values
+        from ired_mining import expansion
         from ired_mining.slurm_queue import detached
 
-        if refusal := not_a_list_of_values(overrides):
+        if refusal := expansion.not_a_list_of_values(overrides):
             # Hydra's own refusal is a traceback: say it in one line (the house promise: one line on
             # stderr, exit 2), before anything is written. ired-train's check usually says it first.
             print(f"ired-train: error: {refusal}", file=sys.stderr)
@@ -54,7 +55,7 @@ class RecordingSweeper(BasicSweeper):
             # Batches exist to wait between them; a detached sweep waits for nothing, so its jobs go
             # out as one array (hydra.launcher.array_parallelism still bounds how many run at once).
             max_batch_size = None
-        batches = BasicSweeper.split_arguments(overrides, max_batch_size)
+        batches = expansion.batches(overrides, max_batch_size)
         jobs = [list(job) for batch in batches for job in batch]
         named = self._named(jobs)
         subdirs = [self._subdir(num, overrides) for num, overrides in enumerate(named)]
@@ -67,10 +68,10 @@ class RecordingSweeper(BasicSweeper):
         """Each job with `hydra.sweep.subdir='NAME'` added, NAME its short default name
         (jobs_record.job_names), where the sweep keeps config.yaml's default subdir; a subdir the user
         set is left to resolve as they wrote it."""
-        from ired_mining.jobs_record import DEFAULT_SUBDIR, job_names
+        from ired_mining.jobs_record import job_names, named_by_the_sweeper
 
         assert self.config is not None
-        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != DEFAULT_SUBDIR:
+        if not named_by_the_sweeper(self.config):
             return jobs
         exclude = list(self.config.hydra.job.config.override_dirname.exclude_keys)
         # Quoted, so that Hydra reads the name as one string; job_names leaves no quote, $ or \ in it.

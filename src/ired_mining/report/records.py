@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ired_mining.rundir import FINISHED, RunDir, backfill
-from ired_mining.sweep import MISSING, SweepError, job_states
+from ired_mining.sweep import MISSING, JobState, SweepError, job_states
 
 
 class ReportError(RuntimeError):
@@ -95,24 +95,24 @@ def _override_value(overrides: list[str], key: str) -> str | None:
     return None
 
 
-def from_job_state(state: dict, root: Path, defaults: dict) -> RunRecord:
+def from_job_state(state: JobState, root: Path, defaults: dict) -> RunRecord:
     """A job of sweep.job_states as a RunRecord: read from its directory when it has one, named
     from its overrides when it never started."""
-    path = Path(state["dir"])
-    if RunDir(path).config_yaml.is_file():
-        record = read_run(path, root)
+    if RunDir(state.dir).config_yaml.is_file():
+        record = read_run(state.dir, root)
     else:
-        seed = _override_value(state["overrides"], "seed")
+        overrides = list(state.overrides)
+        seed = _override_value(overrides, "seed")
         record = RunRecord(
-            name=path.name,
+            name=state.dir.name,
             path=None,
-            overrides=list(state["overrides"]),
+            overrides=overrides,
             status=MISSING,
-            strategy=_override_value(state["overrides"], "mining") or defaults["strategy"],
+            strategy=_override_value(overrides, "mining") or defaults["strategy"],
             seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else defaults["seed"],
         )
     # The sweep module's reading of the state wins: it is the same one the end-of-sweep table shows.
-    record.status, record.error = state["state"], state["error"] or record.error
+    record.status, record.error = state.state, state.error or record.error
     return record
 
 
