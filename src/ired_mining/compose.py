@@ -122,9 +122,12 @@ def _compose_all(overrides: list[str], multirun: bool, config_name: str) -> Dict
         sweep = expansion.parse(expansion.arguments(params, task), config_loader=loader)
         if refusal := expansion.not_a_list_of_values(sweep):
             raise ConfigError(refusal)
+        # Unresolved, as Hydra reads them: an override may hold an interpolation of a job's own value
+        # (hydra.sweep.subdir=job_${hydra.job.num}), which the master config cannot resolve.
+        hydra_overrides = OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False)
         for job in expansion.jobs(sweep):
             # load_sweep_config composes the master's Hydra overrides, then the job's, as a single run
-            with naming_refused_overrides(loader, config_name, [*master.hydra.overrides.hydra, *job], RunMode.RUN):
+            with naming_refused_overrides(loader, config_name, [*hydra_overrides, *job], RunMode.RUN):
                 job_cfg = loader.load_sweep_config(master, job)
             check_against_schema(job_cfg)
         return None
