@@ -237,10 +237,10 @@ def dirname_exclude_keys() -> list[str]:
     that a key added there is left out at once (a hand-kept list drifted: hardware.compile)."""
     hardware = [f.name for f in dataclasses.fields(SlurmHardwareConfig) if f.name not in RUN_SHAPING_HARDWARE]
     trackers = []
-    for option in sorted((CONF / "logger").iterdir(), key=lambda p: p.name):
-        if option.name.endswith(".yaml"):
-            for tracker, keys in (OmegaConf.to_container(OmegaConf.load(str(option))) or {}).items():
-                trackers += [f"logger.{tracker}.{key}" for key in keys or {}]
+    for option in group_choices("logger"):
+        settings = OmegaConf.to_container(OmegaConf.load(str(CONF / "logger" / f"{option}.yaml"))) or {}
+        for tracker, keys in settings.items():
+            trackers += [f"logger.{tracker}.{key}" for key in keys or {}]
     return ["experiment", "hardware", *(f"hardware.{key}" for key in hardware), "logger", *trackers]
 
 
