@@ -189,13 +189,18 @@ def refused_override(loader, config_name: str, overrides: list[str], run_mode) -
             if override.package is not None:
                 return f"{key}: no such config group (in {override.input_line}); see ired-train --help for the groups"
             if override.is_add() and held:
-                return f"{key}: already set; override it without the + ({key}=VALUE)"
+                return already_set(key)
             if override.is_delete() and not held:
                 return f"{key}: not a key, so it cannot be deleted"
             if override.is_delete() and on_a_schema:
                 return f"{key}: required, cannot be deleted; set it instead, e.g. {key}=VALUE"
             return None  # another error, with the fields explain() reads
     return None
+
+
+def already_set(key: str) -> str:
+    """The refusal of `+key=value` on a key the config holds (ired-train's, and ired-eval's)."""
+    return f"{key}: already set; override it without the + ({key}=VALUE)"
 
 
 def _chain(err: BaseException) -> list[BaseException]:

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ired_mining import expansion
 from ired_mining.checkpoint import CheckpointError, atomic_write_json
 from ired_mining.evaluate import SPLIT_KEY, EvalError, LoadedRun, open_run, print_summary, run_eval
 from ired_mining.report.plots import Line, scaling_figure
@@ -67,15 +68,13 @@ def output_name(overrides: list[str]) -> str:
 def choose_splits(overrides: list[str]) -> tuple[list[str], list[str]]:
     """Split the dataset.split override off the config overrides, read in ired-train's grammar (Hydra's
     override parser: `a,b` and `[a,b]` name two splits); check_splits checks the names."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
     from hydra.errors import OverrideParseException
 
-    parser = OverridesParser.create()
     chosen, rest = [], []
     for item in overrides:
         try:
-            (override,) = parser.parse_overrides([item])
+            (override,) = expansion.parse([item])
         except OverrideParseException:
             rest.append(item)  # evaluate.apply_overrides says why in one line
             continue

@@ -17,10 +17,11 @@ from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ired_mining import expansion
 from ired_mining.backend import configure_backend, pick_device
 from ired_mining.checkpoint import list_checkpoints, load_checkpoint
 from ired_mining.checks import ConfigError, check_ranges
-from ired_mining.compose import explain
+from ired_mining.compose import already_set, explain
 from ired_mining.data import Problems, fixed_set
 from ired_mining.diffusion import Diffusion, build_diffusion
 from ired_mining.model import EnergyMLP, build_model, is_regressor
@@ -143,17 +144,15 @@ def apply_overrides(cfg, overrides: list[str]):
     Only eval.*, sampler.* and hardware.* may change; a new split may be added under eval.splits
     (with or without the +).
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:  # the schema's types again, so that overrides are checked as ired-train's are
         cfg = typed(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     except OmegaConfBaseException as err:
         raise EvalError(f"the run's config does not fit this version's schema: {explain(err)}") from None
-    parser = OverridesParser.create()
     for item in overrides:
         try:
-            (override,) = parser.parse_overrides([item])
+            (override,) = expansion.parse([item])
         except OverrideParseException as err:
             if "=" not in item:
                 raise EvalError(not_an_override(item)) from None
@@ -176,7 +175,7 @@ def apply_overrides(cfg, overrides: list[str]):
                 f"accepts eval.*, sampler.*, hardware.* and {SPLIT_KEY}"
             )
         if override.is_add() and held:  # as ired-train refuses it
-            raise EvalError(f"{key}: already set; override it without the + ({key}=VALUE)")
+            raise EvalError(already_set(key))
         try:
             OmegaConf.update(cfg, key, override.value(), merge=True)
         except OmegaConfBaseException as err:  # the schema refuses the value's type

@@ -13,6 +13,8 @@ needs Hydra's config loader, which only a composing Hydra has: multirun.yaml alo
 form but glob. The recording sweeper gets its overrides already parsed by BasicSweeper.sweep, so it
 shares the refusal and the split, not the order and the parse, which Hydra does there itself.
 
+parse is also how ired-eval reads its overrides, so that they are in ired-train's grammar.
+
 Hydra's parser and basic sweeper are internals, pinned by hydra-core<1.4; they are imported inside
 the functions, so that reading a sweep's states stays light.
 """
