@@ -49,6 +49,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def finished_summary(strategy: str, seed: int, steps: int, seconds: float, last: dict) -> dict:
+    """The metrics.json of a finished fake run (the report tests' runs) whose last metrics.jsonl line is
+    `last`: its evaluation's values, as a run copies them, without the negatives' statistics."""
+    return {
+        "status": "finished",
+        "strategy": strategy,
+        "seed": seed,
+        "step": steps,
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / steps,
+        **{k: v for k, v in last.items() if "/" in k and not k.startswith("neg/")},
+    }
+
+
 @pytest.fixture
 def tiny():
     return list(TINY)

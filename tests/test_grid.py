@@ -15,7 +15,7 @@ import pytest
 from ired_mining.report import write_report
 from ired_mining.stats import bonferroni_level, holm, mean_interval, t_quantile, welch_p_value
 
-from conftest import TINY, read_json, run_cli
+from conftest import TINY, finished_summary, read_json, run_cli
 
 T975_DF4 = 2.7764451051977987  # t_{0.975} with 4 degrees of freedom, from a printed table
 
@@ -144,19 +144,7 @@ def write_point(
             row["neg/dist"], row["neg/gap"] = dist * (1 + (10 - k) / 10), 5.0 * k
         rows.append(row)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "metrics.json").write_text(
-        json.dumps(
-            {
-                "status": "finished",
-                "strategy": strategy,
-                "seed": seed,
-                "step": steps,
-                "train_seconds": seconds,
-                "seconds_per_step": seconds / steps,
-                **{k: v for k, v in rows[-1].items() if "/" in k and "neg" not in k},
-            }
-        )
-    )
+    (d / "metrics.json").write_text(json.dumps(finished_summary(strategy, seed, steps, seconds, rows[-1])))
 
 
 NONE = [0.0100, 0.0102, 0.0098]

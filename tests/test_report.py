@@ -17,7 +17,7 @@ import pytest
 from ired_mining.report import write_report
 from ired_mining.stats import t_quantile
 
-from conftest import TINY, read_json, run_cli
+from conftest import TINY, finished_summary, read_json, run_cli
 
 # t_{0.975} for 4 degrees of freedom, from a printed table of Student's t (to 16 digits).
 T975_DF4 = 2.7764451051977987
@@ -87,16 +87,7 @@ def write_run(
         lines = lines[:4]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     if status == "finished":
-        summary = {
-            "status": "finished",
-            "strategy": strategy,
-            "seed": seed,
-            "step": steps,
-            "train_seconds": seconds,
-            "seconds_per_step": seconds / steps,
-            **{k: v for k, v in lines[-1].items() if "/" in k},
-        }
-        (d / "metrics.json").write_text(json.dumps(summary))
+        (d / "metrics.json").write_text(json.dumps(finished_summary(strategy, seed, steps, seconds, lines[-1])))
     elif status == "failed":
         (d / "metrics.json").write_text(json.dumps({"status": "failed", "error": "loss became non-finite at step 7"}))
     return d
